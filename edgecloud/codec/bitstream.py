@@ -1,0 +1,172 @@
+"""The self-describing feature bitstream (format version 1).
+
+All integers little-endian::
+
+    magic        4 bytes  b"ECFB"
+    version      u8       FORMAT_VERSION
+    spec         u8 length + ASCII canonical codec spec (e.g. "q4-ccd-rans-mse-pc")
+    dtype        u8 length + ASCII dtype of the decoded tensor ("float32")
+    shape        u8 ndim + u32 per dimension
+    calibration  u8 length + ASCII calibration id; if length > 0: 8-byte hash prefix
+    clip ranges  u16 count + count float32 lo + count float32 hi (per-message ranges; 0 if none)
+    channel mask u16 channels + ceil(channels / 8) bytes, bit set = channel transmitted (0 if none)
+    payload      u32 length + payload bytes
+    crc32        u32 over every byte before it
+
+Anything that does not parse, is cut short, has trailing bytes or fails the CRC raises
+:class:`BitstreamError` with the reason.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from edgecloud.errors import BitstreamError
+
+MAGIC = b"ECFB"
+FORMAT_VERSION = 1
+MAX_ELEMENTS = 1 << 30
+HASH_BYTES = 8
+
+
+@dataclass(frozen=True)
+class BitstreamHeader:
+    """Everything in a bitstream except the payload."""
+
+    version: int
+    spec: str
+    dtype: str
+    shape: Tuple[int, ...]
+    calibration_id: str = ""
+    calibration_hash: str = ""  # hex of the first HASH_BYTES bytes
+    lo: Optional[np.ndarray] = None
+    hi: Optional[np.ndarray] = None
+    keep: Optional[np.ndarray] = None  # bool per channel
+    payload_size: int = 0
+    total_size: int = 0
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _short_str(text: str, what: str) -> bytes:
+    raw = text.encode("ascii")
+    if len(raw) > 255:
+        raise ValueError(f"{what} longer than 255 bytes: {text!r}")
+    return struct.pack("<B", len(raw)) + raw
+
+
+def pack(header: BitstreamHeader, payload: bytes) -> bytes:
+    """Serialise ``header`` (its size fields are ignored) and ``payload``."""
+    parts = [MAGIC, struct.pack("<B", FORMAT_VERSION), _short_str(header.spec, "spec")]
+    parts.append(_short_str(header.dtype, "dtype"))
+    parts.append(struct.pack(f"<B{len(header.shape)}I", len(header.shape), *header.shape))
+    parts.append(_short_str(header.calibration_id, "calibration id"))
+    if header.calibration_id:
+        parts.append(bytes.fromhex(header.calibration_hash)[:HASH_BYTES])
+    if header.lo is None:
+        parts.append(struct.pack("<H", 0))
+    else:
+        lo = np.asarray(header.lo, dtype="<f4")
+        parts += [struct.pack("<H", lo.size), lo.tobytes()]
+        parts.append(np.asarray(header.hi, dtype="<f4").tobytes())
+    if header.keep is None:
+        parts.append(struct.pack("<H", 0))
+    else:
+        keep = np.asarray(header.keep, dtype=bool)
+        parts += [struct.pack("<H", keep.size), np.packbits(keep).tobytes()]
+    parts += [struct.pack("<I", len(payload)), payload]
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise BitstreamError(
+                f"truncated bitstream: {what} needs {n} bytes at offset {self.pos}, "
+                f"only {len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def text(self, what: str) -> str:
+        (n,) = self.unpack("<B", what)
+        raw = self.take(n, what)
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise BitstreamError(f"corrupted bitstream: {what} is not ASCII") from exc
+
+
+def unpack(data: bytes) -> Tuple[BitstreamHeader, bytes]:
+    """Parse and verify a bitstream -> (header, payload). Raises BitstreamError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"bitstream must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    r = _Reader(data)
+    magic = r.take(len(MAGIC), "magic")
+    if magic != MAGIC:
+        raise BitstreamError(f"not an edgecloud feature bitstream (magic {magic!r})")
+    (version,) = r.unpack("<B", "version")
+    if version != FORMAT_VERSION:
+        raise BitstreamError(
+            f"unsupported bitstream format version {version} (this build reads {FORMAT_VERSION})"
+        )
+    spec = r.text("codec spec")
+    dtype = r.text("dtype")
+    (ndim,) = r.unpack("<B", "shape")
+    shape = tuple(int(v) for v in r.unpack(f"<{ndim}I", "shape"))
+    calibration_id = r.text("calibration id")
+    calibration_hash = r.take(HASH_BYTES, "calibration hash").hex() if calibration_id else ""
+    (nranges,) = r.unpack("<H", "clip ranges")
+    lo = hi = None
+    if nranges:
+        lo = np.frombuffer(r.take(4 * nranges, "clip ranges"), dtype="<f4").astype(np.float32)
+        hi = np.frombuffer(r.take(4 * nranges, "clip ranges"), dtype="<f4").astype(np.float32)
+    (nmask,) = r.unpack("<H", "channel mask")
+    keep = None
+    if nmask:
+        bits = np.unpackbits(np.frombuffer(r.take((nmask + 7) // 8, "channel mask"), np.uint8))
+        keep = bits[:nmask].astype(bool)
+    (payload_size,) = r.unpack("<I", "payload length")
+    payload = r.take(payload_size, "payload")
+    (crc,) = r.unpack("<I", "crc32")
+    if r.pos != len(data):
+        raise BitstreamError(f"corrupted bitstream: {len(data) - r.pos} trailing bytes")
+    if zlib.crc32(data[: r.pos - 4]) != crc:
+        raise BitstreamError("corrupted bitstream: CRC32 mismatch")
+    if ndim == 0 or any(d == 0 for d in shape) or np.prod(shape, dtype=np.float64) > MAX_ELEMENTS:
+        raise BitstreamError(f"bitstream declares an invalid tensor shape {shape}")
+    header = BitstreamHeader(
+        version=version,
+        spec=spec,
+        dtype=dtype,
+        shape=shape,
+        calibration_id=calibration_id,
+        calibration_hash=calibration_hash,
+        lo=lo,
+        hi=hi,
+        keep=keep,
+        payload_size=payload_size,
+        total_size=len(data),
+    )
+    return header, payload
+
+
+def peek_header(data: bytes) -> BitstreamHeader:
+    """The verified header of a bitstream, without decoding the payload."""
+    return unpack(data)[0]

@@ -1,0 +1,184 @@
+"""Codec calibration: clip ranges, pruning mask, CCD permutation and rANS tables.
+
+A calibration is fitted once on features of calibration images for one canonical spec and
+saved as a small versioned ``.npz`` file (no pickles). Bitstreams reference it by ``id`` and
+the first bytes of its content ``hash``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from edgecloud.codec import coders, quantizer, repack
+from edgecloud.codec.arrays import to_float32, to_ncs
+from edgecloud.codec.spec import CodecSpec, parse_spec
+from edgecloud.errors import CalibrationError
+
+CALIBRATION_VERSION = 1
+_ID_RE = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
+_ARRAYS = ("lo", "hi", "fill", "keep", "permutation", "cdfs")
+
+
+@dataclass
+class CodecCalibration:
+    """Calibration data for one codec spec and one feature channel count."""
+
+    spec: str  # canonical spec
+    channels: int
+    lo: np.ndarray  # clip ranges, (C,) or (1,)
+    hi: np.ndarray
+    fill: np.ndarray  # (C,) value of channels that are not transmitted
+    keep: np.ndarray  # (C,) bool, False = constant on the calibration set, pruned
+    permutation: np.ndarray  # (C,) transmission order
+    cdfs: np.ndarray  # (C, 2**bits + 2) rANS CDFs, or (0, 0)
+    name: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.spec}-c{self.channels}-{self.hash[:8]}"
+
+    @property
+    def hash(self) -> str:
+        """sha256 (hex) over the spec, channel count and all arrays."""
+        h = hashlib.sha256()
+        h.update(json.dumps([CALIBRATION_VERSION, self.spec, self.channels]).encode())
+        for key in _ARRAYS:
+            arr = np.ascontiguousarray(getattr(self, key))
+            h.update(f"{key}{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    @classmethod
+    def fit(
+        cls, features: Any, spec: Union[str, CodecSpec], name: str = "", **meta: Any
+    ) -> CodecCalibration:
+        """Fit on calibration features (N, C, H, W) (or (N, F)); ``meta`` is stored as notes."""
+        parsed = parse_spec(spec) if isinstance(spec, str) else spec
+        if parsed.kind != "quant":
+            raise CalibrationError(f"codec {parsed.canonical!r} has nothing to calibrate")
+        if name and not _ID_RE.match(name):
+            raise CalibrationError(f"calibration name {name!r} must match {_ID_RE.pattern}")
+        arr = to_float32(features)
+        if arr.ndim not in (2, 4):
+            raise CalibrationError(
+                f"calibration features must be batched (N,C,H,W) or (N,F), got {arr.shape}"
+            )
+        x = to_ncs(arr)
+        bits = parsed.bits
+        chan_lo, chan_hi = quantizer.message_ranges(x, "pc")
+        if parsed.clip == "msg":
+            lo, hi = quantizer.message_ranges(x, parsed.scope)
+        else:
+            lo, hi = quantizer.calibrated_ranges(
+                x, parsed.clip, parsed.scope, bits, parsed.percentile
+            )
+        keep = chan_hi > chan_lo
+        if parsed.scope == "pc":
+            keep &= hi > lo
+        lo_c = np.broadcast_to(lo, chan_lo.shape)
+        hi_c = np.broadcast_to(hi, chan_hi.shape)
+        fill = np.clip(x.mean(axis=(0, 2)), lo_c, hi_c).astype(np.float32)
+        if parsed.repack == "ccd":
+            permutation = repack.ccd_permutation(x)
+        else:
+            permutation = np.arange(x.shape[1], dtype=np.int64)
+        cdfs = np.zeros((0, 0), dtype=np.int32)
+        if parsed.coder == "rans":
+            cdfs = coders.rans_cdfs(_histograms(x, parsed, lo, hi))
+        meta = dict(meta, calibration_images=int(x.shape[0]))
+        return cls(
+            spec=parsed.canonical,
+            channels=int(x.shape[1]),
+            lo=lo,
+            hi=hi,
+            fill=fill,
+            keep=keep,
+            permutation=permutation,
+            cdfs=cdfs,
+            name=name,
+            meta=meta,
+        )
+
+    def save(self, directory: Union[str, Path]) -> Path:
+        """Write ``<directory>/<id>.npz``; returns the path."""
+        path = Path(directory) / f"{self.id}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "version": CALIBRATION_VERSION,
+            "spec": self.spec,
+            "channels": self.channels,
+            "name": self.name,
+            "hash": self.hash,
+            "meta": self.meta,
+        }
+        arrays = {key: getattr(self, key) for key in _ARRAYS}
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, header=np.asarray(json.dumps(header)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> CodecCalibration:
+        """Read a file written by :meth:`save`; raises CalibrationError if unusable."""
+        path = Path(path)
+        if not path.is_file():
+            raise CalibrationError(f"calibration file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                header = json.loads(str(npz["header"]))
+                arrays = {key: npz[key] for key in _ARRAYS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CalibrationError(f"calibration file {path} is unreadable: {exc}") from exc
+        if header.get("version") != CALIBRATION_VERSION:
+            raise CalibrationError(
+                f"calibration file {path} has version {header.get('version')}, "
+                f"expected {CALIBRATION_VERSION}"
+            )
+        cal = cls(
+            spec=header["spec"],
+            channels=int(header["channels"]),
+            name=header.get("name", ""),
+            meta=header.get("meta", {}),
+            **arrays,
+        )
+        if cal.hash != header.get("hash"):
+            raise CalibrationError(f"calibration file {path} is corrupted (hash mismatch)")
+        return cal
+
+    def check(self, spec: CodecSpec, channels: Optional[int] = None) -> None:
+        """Raise CalibrationError unless this calibration fits ``spec`` (and ``channels``)."""
+        if spec.canonical != self.spec:
+            raise CalibrationError(
+                f"calibration {self.id} was fitted for {self.spec!r}, not {spec.canonical!r}"
+            )
+        if channels is not None and channels != self.channels:
+            raise CalibrationError(
+                f"calibration {self.id} is for {self.channels} channels, feature has {channels}"
+            )
+
+
+def _histograms(x: np.ndarray, spec: CodecSpec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per-channel counts (C, 2**bits) of the quantized calibration symbols."""
+    levels = 1 << spec.bits
+    if spec.clip == "msg":  # quantize each calibration image as its own message
+        sym = np.concatenate(
+            [
+                quantizer.quantize(
+                    m[None], *quantizer.message_ranges(m[None], spec.scope), spec.bits
+                )
+                for m in x
+            ]
+        )
+    else:
+        sym = quantizer.quantize(x, lo, hi, spec.bits)
+    per_channel = np.moveaxis(sym, 1, 0).reshape(sym.shape[1], -1).astype(np.int64)
+    offsets = (np.arange(len(per_channel)) * levels)[:, None]
+    counts = np.bincount((per_channel + offsets).ravel(), minlength=levels * len(per_channel))
+    return counts.reshape(len(per_channel), levels)

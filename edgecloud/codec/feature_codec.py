@@ -1,0 +1,221 @@
+"""FeatureCodec: quantize -> repack -> encode into a self-describing bitstream, and back."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Tuple
+
+import numpy as np
+
+from edgecloud.codec import bitstream, coders, quantizer, repack
+from edgecloud.codec.arrays import to_float32, to_ncs, working_view
+from edgecloud.codec.calibration import CodecCalibration
+from edgecloud.codec.spec import CodecSpec, parse_spec
+from edgecloud.errors import BitstreamError, CalibrationError, CodecSpecError
+
+DTYPE = "float32"
+
+
+class FeatureCodec:
+    """Encodes float feature tensors to bytes and back, as named by a spec string."""
+
+    def __init__(self, spec: CodecSpec, calibration: Optional[CodecCalibration] = None) -> None:
+        if spec.kind == "image-input":
+            raise CodecSpecError(
+                f"{spec.canonical!r} compresses the input image, not a feature: "
+                "use edgecloud.codec.ImageInputCodec"
+            )
+        if spec.needs_calibration and calibration is None:
+            raise CalibrationError(
+                f"codec {spec.canonical!r} needs a calibration (CodecCalibration.fit or "
+                "`edgecloud calibrate`)"
+            )
+        if calibration is not None:
+            if spec.kind != "quant":
+                raise CalibrationError(f"codec {spec.canonical!r} takes no calibration")
+            calibration.check(spec)
+        self.spec = spec
+        self.calibration = calibration
+
+    @classmethod
+    def from_spec(cls, spec: str, calibration: Optional[CodecCalibration] = None) -> FeatureCodec:
+        return cls(parse_spec(spec), calibration)
+
+    @property
+    def name(self) -> str:
+        """Canonical spec string."""
+        return self.spec.canonical
+
+    def __repr__(self) -> str:
+        cal = f", calibration={self.calibration.id!r}" if self.calibration else ""
+        return f"FeatureCodec({self.name!r}{cal})"
+
+    def encode(self, feature: Any) -> bytes:
+        """float tensor (C,H,W), (N,C,H,W), (N,F) or (F,) -> bitstream bytes."""
+        arr = to_float32(feature)
+        spec = self.spec
+        header = bitstream.BitstreamHeader(
+            version=bitstream.FORMAT_VERSION, spec=spec.canonical, dtype=DTYPE, shape=arr.shape
+        )
+        if spec.kind == "raw":
+            return bitstream.pack(header, arr.astype("<f4").tobytes())
+        if spec.kind == "float":
+            dtype = "<f2" if spec.float_bits == 16 else "<f4"
+            return bitstream.pack(
+                header, coders.encode_bytes(spec.coder, arr.astype(dtype).tobytes())
+            )
+        return self._encode_quant(arr, header)
+
+    def _encode_quant(self, arr: np.ndarray, header: bitstream.BitstreamHeader) -> bytes:
+        spec, cal = self.spec, self.calibration
+        x = to_ncs(arr)
+        n, c, h, w = working_view(arr.shape)
+        if cal is not None:
+            cal.check(spec, c)
+        fields = {}
+        if spec.clip == "msg":
+            lo, hi = quantizer.message_ranges(x, spec.scope)
+            keep = hi > lo if spec.scope == "pc" else np.ones(c, dtype=bool)
+            fields.update(lo=lo, hi=hi)
+        else:
+            lo, hi, keep = cal.lo, cal.hi, cal.keep
+        fields["keep"] = keep
+        if cal is not None:
+            fields.update(calibration_id=cal.id, calibration_hash=cal.hash)
+        permutation = cal.permutation if cal is not None else np.arange(c)
+        order = repack.channel_order(permutation, keep)
+        sym = quantizer.quantize(x, lo, hi, spec.bits)[:, order] if len(order) else None
+        payload = b"" if sym is None else self._encode_symbols(sym, order, h, w)
+        return bitstream.pack(_replace(header, **fields), payload)
+
+    def _encode_symbols(self, sym: np.ndarray, order: np.ndarray, h: int, w: int) -> bytes:
+        spec = self.spec
+        if spec.coder == "rans":
+            return coders.rans_encode(sym, order, self.calibration.cdfs)
+        if spec.image_coder:
+            frame = repack.to_frame(sym, h, w, tiled=spec.repack == "ct")
+            return coders.encode_image(spec.coder, spec.quality, frame, spec.bits)
+        if spec.repack == "ct":
+            sym = repack.to_frame(sym, h, w, tiled=True)
+        return coders.encode_bytes(spec.coder, coders.pack_bits(sym, spec.bits))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Bitstream -> float32 array of the encoded shape; raises BitstreamError."""
+        cals = {self.calibration.id: self.calibration} if self.calibration else None
+        return decode_bitstream(data, cals)
+
+
+def _replace(header: bitstream.BitstreamHeader, **fields: Any) -> bitstream.BitstreamHeader:
+    values = dict(header.__dict__, **fields)
+    return bitstream.BitstreamHeader(**values)
+
+
+def decode_bitstream(
+    data: bytes, calibrations: Optional[Mapping[str, CodecCalibration]] = None
+) -> np.ndarray:
+    """Decode any edgecloud bitstream; calibrated ones need their calibration in the mapping."""
+    header, payload = bitstream.unpack(data)
+    try:
+        spec = parse_spec(header.spec)
+    except CodecSpecError as exc:
+        raise BitstreamError(f"bitstream names an unknown codec: {exc}") from exc
+    if spec.kind == "image-input" or spec.canonical != header.spec:
+        raise BitstreamError(f"bitstream codec spec {header.spec!r} is not canonical")
+    if header.dtype != DTYPE:
+        raise BitstreamError(f"bitstream dtype {header.dtype!r} is not supported ({DTYPE})")
+    if spec.kind == "raw":
+        return _frombuffer(payload, "<f4", header.shape)
+    if spec.kind == "float":
+        dtype = "<f2" if spec.float_bits == 16 else "<f4"
+        size = header.elements * np.dtype(dtype).itemsize
+        return _frombuffer(coders.decode_bytes(spec.coder, payload, size), dtype, header.shape)
+    return _decode_quant(header, payload, spec, _find_calibration(header, spec, calibrations))
+
+
+def _frombuffer(raw: bytes, dtype: str, shape: Tuple[int, ...]) -> np.ndarray:
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise BitstreamError(f"payload has {len(raw)} bytes, shape {shape} needs {expected}")
+    return np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(shape)
+
+
+def _find_calibration(
+    header: bitstream.BitstreamHeader,
+    spec: CodecSpec,
+    calibrations: Optional[Mapping[str, CodecCalibration]],
+) -> Optional[CodecCalibration]:
+    if not header.calibration_id:
+        if spec.needs_calibration:
+            raise BitstreamError(f"bitstream of {spec.canonical!r} names no calibration")
+        return None
+    cal = (calibrations or {}).get(header.calibration_id)
+    if cal is None:
+        raise BitstreamError(
+            f"bitstream needs calibration {header.calibration_id!r} "
+            f"(hash {header.calibration_hash}), which was not provided"
+        )
+    if not cal.hash.startswith(header.calibration_hash) or cal.spec != spec.canonical:
+        raise BitstreamError(
+            f"wrong calibration: bitstream needs {header.calibration_id!r} with hash "
+            f"{header.calibration_hash}, got hash {cal.hash[:16]} for {cal.spec!r}"
+        )
+    return cal
+
+
+def _decode_quant(
+    header: bitstream.BitstreamHeader,
+    payload: bytes,
+    spec: CodecSpec,
+    cal: Optional[CodecCalibration],
+) -> np.ndarray:
+    n, c, h, w = working_view(header.shape)
+    if header.keep is None or header.keep.size != c:
+        raise BitstreamError(f"bitstream channel mask does not match {c} channels")
+    keep = header.keep
+    if spec.clip == "msg":
+        nr = c if spec.scope == "pc" else 1
+        if header.lo is None or header.lo.size != nr:
+            raise BitstreamError(f"bitstream of {spec.canonical!r} lacks its {nr} clip ranges")
+        lo, hi = header.lo, header.hi
+        fill = np.broadcast_to(lo, (c,))
+    else:
+        if cal.channels != c:
+            raise BitstreamError(f"calibration {cal.id} is for {cal.channels} channels, not {c}")
+        if not np.array_equal(keep, cal.keep):
+            raise BitstreamError("bitstream channel mask differs from its calibration's")
+        lo, hi, fill = cal.lo, cal.hi, cal.fill
+    permutation = cal.permutation if cal is not None else np.arange(c)
+    order = repack.channel_order(permutation, keep)
+    out = np.empty((n, c, h * w), dtype=np.float32)
+    out[:] = np.asarray(fill, dtype=np.float32)[None, :, None]
+    if len(order):
+        sym = _decode_symbols(payload, spec, cal, order, n, h, w)
+        lo_k = lo[order] if lo.size > 1 else lo
+        hi_k = hi[order] if hi.size > 1 else hi
+        out[:, order] = quantizer.dequantize(sym, lo_k, hi_k, spec.bits)
+    elif payload:
+        raise BitstreamError("bitstream has a payload but transmits no channel")
+    return out.reshape(header.shape)
+
+
+def _decode_symbols(
+    payload: bytes,
+    spec: CodecSpec,
+    cal: Optional[CodecCalibration],
+    order: np.ndarray,
+    n: int,
+    h: int,
+    w: int,
+) -> np.ndarray:
+    k = len(order)
+    if spec.coder == "rans":
+        return coders.rans_decode(payload, order, cal.cdfs, n, h * w, spec.bits)
+    tiled = spec.repack == "ct"
+    if spec.image_coder:
+        shape = repack.frame_shape(n, k, h, w, tiled)
+        frame = coders.decode_image(spec.coder, spec.quality, payload, shape, spec.bits)
+        return repack.from_frame(frame, n, k, h, w, tiled)
+    shape = repack.frame_shape(n, k, h, w, tiled)
+    count = shape[0] * shape[1]
+    raw = coders.decode_bytes(spec.coder, payload, coders.packed_size(count, spec.bits))
+    sym = coders.unpack_bits(raw, spec.bits, count)
+    return repack.from_frame(sym.reshape(shape), n, k, h, w, tiled)

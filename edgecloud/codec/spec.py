@@ -1,0 +1,167 @@
+"""Codec spec strings: parsing, validation and the canonical form.
+
+Grammar (tokens separated by ``-``)::
+
+    raw                                   float32 bytes, no compression
+    f16-CODER | f32-CODER                 float cast + lossless byte coder
+    qBITS-REPACK-CODER[-CLIP][-SCOPE]     quantize, repack, encode
+    jpeg-input-qNN                        pseudo-codec: send the 224x224 crop as JPEG
+
+BITS 1..16; REPACK ``ncc`` | ``ccd`` | ``ct``; CODER ``none`` | ``zlib`` | ``zstd`` | ``lz4`` |
+``rans`` | ``png`` | ``webp`` (lossless) | ``webpNN`` (lossy, quality NN) | ``jpegNN``;
+CLIP ``msg`` (min/max of each message) | ``minmax`` | ``pNN[.N]`` (percentile) | ``mse``;
+SCOPE ``pt`` (per tensor) | ``pc`` (per channel).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from edgecloud.errors import CodecSpecError
+
+BYTE_CODERS = ("none", "zlib", "zstd", "lz4")
+REPACKS = ("ncc", "ccd", "ct")
+CLIPS_CALIBRATED = ("minmax", "mse")
+SCOPES = ("pt", "pc")
+RANS_MAX_BITS = 12
+IMAGE_8BIT_CODERS = ("webp", "jpeg")
+
+_CODER_RE = re.compile(r"^(none|zlib|zstd|lz4|rans|png|webp|webp\d{1,3}|jpeg\d{1,3})$")
+_PERCENTILE_RE = re.compile(r"^p(\d{2}(?:\.\d+)?)$")
+_JPEG_INPUT_RE = re.compile(r"^jpeg-input-q(\d{1,3})$")
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """A parsed codec spec. ``kind`` is ``raw``, ``float``, ``quant`` or ``image-input``."""
+
+    kind: str
+    float_bits: int = 32  # float kinds: 16 or 32
+    bits: int = 0  # quant kind: 1..16
+    repack: str = "ncc"
+    coder: str = "none"
+    quality: Optional[int] = None  # lossy image coders and jpeg-input
+    clip: str = "msg"  # msg | minmax | pNN.N | mse
+    scope: str = "pt"  # pt | pc
+
+    @property
+    def canonical(self) -> str:
+        """The unambiguous spec string (defaults written out)."""
+        if self.kind == "raw":
+            return "raw"
+        if self.kind == "float":
+            return f"f{self.float_bits}-{self.coder}"
+        if self.kind == "image-input":
+            return f"jpeg-input-q{self.quality}"
+        coder = self.coder if self.quality is None else f"{self.coder}{self.quality}"
+        return f"q{self.bits}-{self.repack}-{coder}-{self.clip}-{self.scope}"
+
+    @property
+    def lossless(self) -> bool:
+        return self.kind in ("raw", "float") and self.float_bits == 32
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True when the codec cannot run without a CodecCalibration."""
+        return self.kind == "quant" and (
+            self.clip != "msg" or self.repack == "ccd" or self.coder == "rans"
+        )
+
+    @property
+    def percentile(self) -> Optional[float]:
+        m = _PERCENTILE_RE.match(self.clip)
+        return float(m.group(1)) if m else None
+
+    @property
+    def image_coder(self) -> bool:
+        return self.coder in ("png", "webp", "jpeg")
+
+
+def _quality(text: str, spec: str) -> int:
+    q = int(text)
+    if not 1 <= q <= 100:
+        raise CodecSpecError(f"codec spec {spec!r}: quality {q} is not in 1..100")
+    return q
+
+
+def parse_spec(spec: str) -> CodecSpec:
+    """Parse a spec string; raises CodecSpecError naming the bad part."""
+    if not isinstance(spec, str) or not spec:
+        raise CodecSpecError(f"codec spec must be a non-empty string, got {spec!r}")
+    text = spec.strip().lower()
+    if text == "raw":
+        return CodecSpec(kind="raw")
+    m = _JPEG_INPUT_RE.match(text)
+    if m:
+        return CodecSpec(kind="image-input", coder="jpeg", quality=_quality(m.group(1), spec))
+    parts = text.split("-")
+    head = parts[0]
+    if head in ("f16", "f32"):
+        if len(parts) != 2 or parts[1] not in BYTE_CODERS:
+            raise CodecSpecError(
+                f"codec spec {spec!r}: float specs are f16-CODER or f32-CODER with CODER one of "
+                f"{', '.join(BYTE_CODERS)}"
+            )
+        return CodecSpec(kind="float", float_bits=int(head[1:]), coder=parts[1])
+    if not re.match(r"^q\d{1,2}$", head):
+        raise CodecSpecError(
+            f"unknown codec spec {spec!r}: expected raw, f16-CODER, "
+            "qBITS-REPACK-CODER[-CLIP][-SCOPE] or jpeg-input-qNN (see docs/codec.md)"
+        )
+    bits = int(head[1:])
+    if not 1 <= bits <= 16:
+        raise CodecSpecError(f"codec spec {spec!r}: bit depth {bits} is not in 1..16")
+    if len(parts) < 3 or len(parts) > 5:
+        raise CodecSpecError(f"codec spec {spec!r}: expected qBITS-REPACK-CODER[-CLIP][-SCOPE]")
+    repack, coder_text = parts[1], parts[2]
+    if repack not in REPACKS:
+        raise CodecSpecError(f"codec spec {spec!r}: repack {repack!r} is not one of {REPACKS}")
+    if not _CODER_RE.match(coder_text):
+        raise CodecSpecError(
+            f"codec spec {spec!r}: unknown coder {coder_text!r} (none, zlib, zstd, lz4, rans, png, "
+            "webp, webpNN, jpegNN)"
+        )
+    lossy = re.match(r"^(webp|jpeg)(\d+)$", coder_text)
+    coder = lossy.group(1) if lossy else coder_text
+    quality = _quality(lossy.group(2), spec) if lossy else None
+    if coder == "jpeg" and quality is None:
+        raise CodecSpecError(f"codec spec {spec!r}: jpeg needs a quality, e.g. jpeg90")
+    clip, scope = None, None
+    for extra in parts[3:]:
+        if extra in SCOPES and scope is None:
+            scope = extra
+        elif (
+            (extra in ("msg",) + CLIPS_CALIBRATED or _PERCENTILE_RE.match(extra))
+            and clip is None
+            and scope is None
+        ):
+            clip = extra
+        else:
+            raise CodecSpecError(
+                f"codec spec {spec!r}: bad option {extra!r} (CLIP msg|minmax|pNN|mse, then "
+                "SCOPE pt|pc)"
+            )
+    if clip is not None:
+        m = _PERCENTILE_RE.match(clip)
+        if m and not 50.0 < float(m.group(1)) < 100.0:
+            raise CodecSpecError(f"codec spec {spec!r}: percentile must be in (50, 100)")
+    calibrated_anyway = repack == "ccd" or coder == "rans"
+    if clip is None:
+        clip = "mse" if calibrated_anyway else "msg"
+    if scope is None:
+        scope = "pc" if clip != "msg" else "pt"
+    if coder == "rans" and bits > RANS_MAX_BITS:
+        raise CodecSpecError(f"codec spec {spec!r}: rans supports at most {RANS_MAX_BITS} bits")
+    if coder in IMAGE_8BIT_CODERS and bits > 8:
+        raise CodecSpecError(f"codec spec {spec!r}: {coder} supports at most 8 bits")
+    return CodecSpec(
+        kind="quant",
+        bits=bits,
+        repack=repack,
+        coder=coder,
+        quality=quality,
+        clip=clip,
+        scope=scope,
+    )
