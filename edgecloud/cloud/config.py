@@ -1,0 +1,123 @@
+"""Daemon configuration: a TOML file and/or command-line flags.
+
+Example ``serve.toml``::
+
+    bind = "tcp://0.0.0.0:5555"
+    device = "cpu"                 # or "cuda", "cuda:1"
+    max_message_bytes = 16777216   # ZMQ_MAXMSGSIZE: larger messages drop the peer
+    calibrations = []              # codec calibration files, for calibrated codec specs
+
+    [batching]
+    max_batch_size = 8             # 1 turns dynamic batching off
+    max_queue_delay_ms = 5.0       # how long the first request of a batch may wait for more
+    queue_size = 256               # bounded queue; beyond it requests get "queue_full"
+    request_timeout_s = 10.0       # requests older than this get "timeout" instead of a result
+
+    [[models]]
+    name = "efficientnet_lite0"
+    cuts = ["blocks.4", "blocks.5"]
+    # weights = "path/to/state_dict.pt"
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from edgecloud.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11 (Jetson)
+    import tomli as tomllib
+
+
+@dataclass
+class ModelConfig:
+    """One model served by the daemon and the cuts whose tails it loads."""
+
+    name: str
+    cuts: List[str]
+    weights: Optional[str] = None
+
+
+@dataclass
+class BatchingConfig:
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 5.0
+    queue_size: int = 256
+    request_timeout_s: float = 10.0
+
+
+@dataclass
+class ServerConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    device: str = "cpu"
+    models: List[ModelConfig] = field(
+        default_factory=lambda: [ModelConfig("efficientnet_lite0", ["blocks.4"])]
+    )
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    max_message_bytes: int = 16 * 1024 * 1024
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    reply_cache_size: int = 4096
+    reply_cache_ttl_s: float = 60.0
+    stats_interval_s: float = 30.0
+    calibrations: List[str] = field(default_factory=list)
+    torch_threads: int = 0  # 0: torch's default
+
+    def validate(self) -> ServerConfig:
+        b = self.batching
+        if b.max_batch_size < 1 or b.queue_size < 1:
+            raise ConfigError("batching.max_batch_size and batching.queue_size must be >= 1")
+        if b.max_queue_delay_ms < 0 or b.request_timeout_s <= 0:
+            raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("max_message_bytes must be at least 1024")
+        if not self.models:
+            raise ConfigError("no models configured")
+        for model in self.models:
+            if not model.cuts:
+                raise ConfigError(f"model {model.name!r} has no cuts")
+        return self
+
+
+def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def config_from_dict(data: Dict[str, Any]) -> ServerConfig:
+    """Build and validate a :class:`ServerConfig` from parsed TOML."""
+    data = dict(data)
+    batching = _build(BatchingConfig, data.pop("batching", {}), "[batching]")
+    models_data = data.pop("models", None)
+    config = _build(ServerConfig, data, "config")
+    config.batching = batching
+    if models_data is not None:
+        if not isinstance(models_data, list):
+            raise ConfigError("models must be an array of tables ([[models]])")
+        config.models = [
+            _build(ModelConfig, m, f"[[models]] #{i}") for i, m in enumerate(models_data)
+        ]
+    return config.validate()
+
+
+def load_config(path: Union[str, Path]) -> ServerConfig:
+    """Read a TOML daemon configuration file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_dict(data)

@@ -1,0 +1,58 @@
+"""Daemon counters and latency percentiles (over a window of recent requests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Deque, Dict
+
+import numpy as np
+
+TIMING_KEYS = ("server_ms", "queue_ms", "decode_ms", "tail_ms")
+
+
+class ServerStats:
+    def __init__(self, window: int = 10000) -> None:
+        self._lock = threading.Lock()
+        self._codes: Counter = Counter()
+        self._timings: Dict[str, Deque[float]] = {k: deque(maxlen=window) for k in TIMING_KEYS}
+        self._batch_sizes: Deque[int] = deque(maxlen=window)
+        self._started = time.time()
+        self.cache_hits = 0
+        self.unroutable = 0
+
+    def count(self, code: str) -> None:
+        with self._lock:
+            self._codes[code] += 1
+
+    def record(self, timings: Dict[str, float]) -> None:
+        with self._lock:
+            for key in TIMING_KEYS:
+                if key in timings:
+                    self._timings[key].append(timings[key])
+
+    def record_batch(self, size: int) -> None:
+        with self._lock:
+            self._batch_sizes.append(size)
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Flat dict: uptime, counts per reply code, p50/p90/p99 of each timing, batch sizes."""
+        with self._lock:
+            out: Dict[str, Any] = {
+                "uptime_s": round(time.time() - self._started, 3),
+                "requests": sum(self._codes.values()),
+                "cache_hits": self.cache_hits,
+                "unroutable": self.unroutable,
+            }
+            out.update({f"count_{code}": n for code, n in sorted(self._codes.items())})
+            for key, values in self._timings.items():
+                if values:
+                    arr = np.fromiter(values, dtype=np.float64)
+                    name = key[: -len("_ms")]
+                    for q in (50, 90, 99):
+                        out[f"{name}_p{q}_ms"] = round(float(np.percentile(arr, q)), 3)
+            if self._batch_sizes:
+                out["batches"] = len(self._batch_sizes)
+                out["mean_batch_size"] = round(float(np.mean(self._batch_sizes)), 3)
+            return out

@@ -1,0 +1,226 @@
+"""``EdgeClient``: preprocess -> head -> encode -> send -> receive, pipelined.
+
+>>> with EdgeClient("tcp://127.0.0.1:5555", cut="blocks.4", codec="q8-ncc-zstd") as edge:
+...     result = edge.predict("cat.jpg")
+...     print(result.labels[0], result.timings)
+...     for result in edge.stream(iter_frames("photos/")):   # head of frame i+1 runs
+...         print(result.to_dict())                           # while frame i is on the wire
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from edgecloud.errors import ServerError, TransportError
+from edgecloud.transport.client import FeatureClient
+from edgecloud.transport.protocol import Reply, Request
+from edgecloud.transport.sockets import SocketOptions
+
+ImageLike = Union[Image.Image, np.ndarray, str, Path]
+CLOUD_TIMINGS = ("decode_ms", "queue_ms", "tail_ms", "server_ms", "batch_size")
+
+
+@dataclass
+class EdgeResult:
+    """One frame's answer with its per-stage timings (edge and cloud)."""
+
+    name: str
+    request_id: str
+    code: str
+    message: str = ""
+    indices: List[int] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)
+    scores: List[float] = field(default_factory=list)
+    bytes_sent: int = 0
+    attempts: int = 1
+    timings: Dict[str, float] = field(default_factory=dict)
+    tensor: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Flat JSON-ready record (one JSONL line)."""
+        out: Dict[str, Any] = {
+            "name": self.name,
+            "id": self.request_id,
+            "status": "ok" if self.ok else "error",
+            "code": self.code,
+        }
+        if self.message:
+            out["message"] = self.message
+        if self.ok:
+            out.update(
+                top1_index=self.indices[0] if self.indices else None,
+                top1_label=self.labels[0] if self.labels else None,
+                top1_score=self.scores[0] if self.scores else None,
+                indices=self.indices,
+                labels=self.labels,
+                scores=self.scores,
+            )
+        out["bytes"] = self.bytes_sent
+        out["attempts"] = self.attempts
+        out.update({k: round(v, 3) for k, v in self.timings.items()})
+        return out
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image).convert("RGB")
+    with Image.open(image) as img:
+        return img.convert("RGB")
+
+
+class EdgeClient:
+    """Edge runtime for one model and cut, talking to a ``CloudServer``.
+
+    Args:
+        endpoint: the daemon, e.g. ``tcp://10.0.0.2:5555``.
+        model, cut, codec: what to run and how to encode the feature.
+        spec: an already loaded ``ModelSpec`` (otherwise ``load_model(model, weights)``).
+        head: any object with ``run(batch: np.ndarray) -> np.ndarray`` (default: torch head).
+        window: frames in flight (back-pressure beyond it); timeout_s/retries: resend policy.
+        output: ``"topk"`` or ``"tensor"`` (also return the tail's logits).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str = "efficientnet_lite0",
+        cut: str = "blocks.4",
+        codec: str = "q8-ncc-zstd",
+        *,
+        weights: Optional[str] = None,
+        spec: Any = None,
+        head: Any = None,
+        calibration: Any = None,
+        window: int = 4,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        top_k: int = 5,
+        output: str = "topk",
+        options: Optional[SocketOptions] = None,
+    ) -> None:
+        from edgecloud.codec import FeatureCodec
+        from edgecloud.edge.head import make_head_runner
+        from edgecloud.models import load_model
+
+        self.spec = spec if spec is not None else load_model(model, weights=weights)
+        self.cut = cut
+        self.codec_spec = codec
+        self.head = head if head is not None else make_head_runner(self.spec, cut)
+        self.codec = FeatureCodec.from_spec(codec, calibration=calibration)
+        self.top_k = top_k
+        self.output = output
+        self.client = FeatureClient(
+            endpoint, window=window, timeout_s=timeout_s, retries=retries, options=options
+        )
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def prepare(self, image: ImageLike) -> Tuple[Request, bytes, Dict[str, float]]:
+        """Preprocess, run the head and encode one image; returns the request, the bitstream
+        and the edge timings."""
+        t0 = time.perf_counter()
+        x = self.spec.preprocessing(to_pil(image)).numpy()[None]
+        t1 = time.perf_counter()
+        feature = self.head.run(x)
+        t2 = time.perf_counter()
+        payload = self.codec.encode(np.asarray(feature, dtype=np.float32)[0])
+        t3 = time.perf_counter()
+        request = Request(
+            model=self.spec.name,
+            weights_id=self.spec.weights_id,
+            cut=self.cut,
+            codec=self.codec_spec,
+            output=self.output,
+            top_k=self.top_k,
+        )
+        timings = {
+            "preprocess_ms": (t1 - t0) * 1000.0,
+            "head_ms": (t2 - t1) * 1000.0,
+            "encode_ms": (t3 - t2) * 1000.0,
+        }
+        return request, payload, timings
+
+    def submit(self, image: ImageLike, name: str = "") -> Future:
+        """Prepare and send one image; the future resolves to an :class:`EdgeResult`."""
+        request, payload, timings = self.prepare(image)
+        inner = self.client.submit(request, payload)
+        outer: Future = Future()
+        outer.set_running_or_notify_cancel()
+
+        def done(f: Future) -> None:
+            outer.set_result(self._result(name, request.id, len(payload), timings, f))
+
+        inner.add_done_callback(done)
+        return outer
+
+    def predict(self, image: ImageLike, name: str = "") -> EdgeResult:
+        """Blocking round trip; raises :class:`ServerError` / :class:`TransportError`."""
+        result = self.submit(image, name).result()
+        if result.code == "no_reply":
+            raise TransportError(result.message)
+        if not result.ok:
+            raise ServerError(result.code, result.message)
+        return result
+
+    def stream(self, frames: Iterable[Tuple[str, ImageLike]]) -> Iterator[EdgeResult]:
+        """Results in frame order; the head of the next frame runs while earlier frames are on
+        the wire (at most ``window`` in flight). Errors are results with ``ok == False``."""
+        pending: Deque[Future] = deque()
+        for name, image in frames:
+            pending.append(self.submit(image, name))
+            while pending and pending[0].done():
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> EdgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _result(
+        name: str, request_id: str, size: int, timings: Dict[str, float], future: Future
+    ) -> EdgeResult:
+        try:
+            reply: Reply = future.result()
+        except TransportError as exc:
+            return EdgeResult(
+                name, request_id, "no_reply", str(exc), bytes_sent=size, timings=timings
+            )
+        merged = dict(timings)
+        merged["rtt_ms"] = reply.timings.get("rtt_ms", 0.0)
+        merged.update({k: reply.timings[k] for k in CLOUD_TIMINGS if k in reply.timings})
+        return EdgeResult(
+            name,
+            request_id,
+            reply.code,
+            reply.message,
+            reply.indices,
+            reply.labels,
+            reply.scores,
+            bytes_sent=size,
+            attempts=reply.attempts,
+            timings=merged,
+            tensor=reply.tensor,
+        )

@@ -1,0 +1,73 @@
+"""ZeroMQ socket set-up shared by the edge DEALER and the cloud ROUTER."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import zmq
+
+#: payloads at least this large are sent without copying (below it copying is faster)
+ZERO_COPY_BYTES = 64 * 1024
+
+
+@dataclass
+class SocketOptions:
+    """Transport settings; ``max_message_bytes`` becomes ``ZMQ_MAXMSGSIZE``."""
+
+    max_message_bytes: int = 16 * 1024 * 1024
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 2000
+    hwm: int = 1000
+    linger_ms: int = 0
+
+
+def _common(sock: zmq.Socket, opts: SocketOptions) -> None:
+    sock.setsockopt(zmq.MAXMSGSIZE, int(opts.max_message_bytes))
+    sock.setsockopt(zmq.HEARTBEAT_IVL, opts.heartbeat_ivl_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, opts.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, opts.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.SNDHWM, opts.hwm)
+    sock.setsockopt(zmq.RCVHWM, opts.hwm)
+    sock.setsockopt(zmq.LINGER, opts.linger_ms)
+
+
+def make_router(
+    context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
+) -> zmq.Socket:
+    """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish)."""
+    opts = opts or SocketOptions()
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    _common(sock, opts)
+    sock.bind(endpoint)
+    return sock
+
+
+def make_dealer(
+    context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
+) -> zmq.Socket:
+    """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``."""
+    opts = opts or SocketOptions()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, opts.reconnect_ivl_max_ms)
+    _common(sock, opts)
+    sock.connect(endpoint)
+    return sock
+
+
+def bound_endpoint(sock: zmq.Socket) -> str:
+    """The endpoint a socket actually bound (resolves ``tcp://host:0`` / ``:*`` to the port)."""
+    value = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
+    """Multipart send; large frames go zero-copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        more = zmq.SNDMORE if i < last else 0
+        sock.send(frame, flags | more, copy=len(frame) < ZERO_COPY_BYTES)
