@@ -10,12 +10,14 @@ from edgecloud.cloud.config import (
     load_config,
 )
 from edgecloud.cloud.server import CloudServer
+from edgecloud.cloud.tails import TailRegistry
 
 __all__ = [
     "BatchingConfig",
     "CloudServer",
     "ModelConfig",
     "ServerConfig",
+    "TailRegistry",
     "config_from_dict",
     "load_config",
 ]

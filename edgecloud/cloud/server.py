@@ -98,7 +98,7 @@ class CloudServer:
         if self.config.torch_threads > 0:
             torch.set_num_threads(self.config.torch_threads)
         if self._registry is None:
-            self._registry = TailRegistry(self.config.models, self.config.device)
+            self._registry = TailRegistry.from_config(self.config.models, self.config.device)
         if self._calibrations is None:
             self._calibrations = _load_calibrations(self.config.calibrations)
         opts = SocketOptions(

@@ -34,33 +34,49 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TailRegistry:
-    """Loads each configured model once and splits it at each configured cut."""
+    """The tails a daemon serves; each model is loaded once and split at each cut."""
 
-    def __init__(self, models: Sequence[ModelConfig], device: str = "cpu") -> None:
-        from edgecloud.models import load_model
-        from edgecloud.partition import get_cut, split
-
+    def __init__(self, device: str = "cpu") -> None:
         self.device = resolve_device(device)
         self._entries: Dict[Tuple[str, str], TailEntry] = {}
         self._models: Dict[str, List[str]] = {}
+
+    @classmethod
+    def from_config(cls, models: Sequence[ModelConfig], device: str = "cpu") -> TailRegistry:
+        from edgecloud.models import load_model
+
+        registry = cls(device)
         for cfg in models:
             spec = load_model(cfg.name, weights=cfg.weights)
-            self._models[spec.name] = list(cfg.cuts)
             for cut in cfg.cuts:
-                cut_point = get_cut(spec, cut)
-                _head, tail = split(spec, cut)
-                tail = tail.to(self.device).eval()
-                self._entries[(spec.name, cut)] = TailEntry(
-                    spec.name, cut, spec.weights_id, tuple(cut_point.shape), tail, spec.labels
-                )
-                log.info(
-                    "event=tail_loaded model=%s cut=%s shape=%s weights_id=%s device=%s",
-                    spec.name,
-                    cut,
-                    "x".join(map(str, cut_point.shape)),
-                    spec.weights_id,
-                    device,
-                )
+                registry.add(spec, cut)
+        return registry
+
+    def add(self, spec: Any, cut: str) -> TailEntry:
+        """Serve the tail of ``spec`` (a ``ModelSpec``) after ``cut``."""
+        from edgecloud.partition import get_cut, split
+
+        cut_point = get_cut(spec, cut)
+        _head, tail = split(spec, cut)
+        entry = TailEntry(
+            spec.name,
+            cut,
+            spec.weights_id,
+            tuple(cut_point.shape),
+            tail.to(self.device).eval(),
+            list(spec.labels),
+        )
+        self._entries[(spec.name, cut)] = entry
+        self._models.setdefault(spec.name, []).append(cut)
+        log.info(
+            "event=tail_loaded model=%s cut=%s shape=%s weights_id=%s device=%s",
+            spec.name,
+            cut,
+            "x".join(map(str, cut_point.shape)),
+            spec.weights_id,
+            self.device,
+        )
+        return entry
 
     def get(self, model: str, cut: str) -> TailEntry:
         """The tail for (model, cut); :class:`BadRequest` naming what is served otherwise."""

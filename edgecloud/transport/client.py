@@ -46,6 +46,7 @@ class ClientStats:
     duplicates: int = 0
     malformed: int = 0
     timeouts: int = 0
+    max_in_flight: int = 0
 
 
 class FeatureClient:
@@ -177,6 +178,7 @@ class FeatureClient:
             )
             self._send(frames)
             self.stats.sent += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
 
     def _send(self, frames: List[bytes]) -> None:
         # zmq.Again: the queue towards an absent daemon is full; the timeout resends it
