@@ -1,0 +1,138 @@
+"""Derive a fast CPU graph from a TensorRT-style QDQ graph, from the same calibration.
+
+ONNX Runtime's fast x86 integer kernels want *unsigned* activations, and fuse
+``DQ -> Conv -> Q`` into ``QLinearConv`` only when nothing (a ``Clip``) sits between the
+convolution and its quantizer. The TensorRT graph is signed symmetric INT8 (zero point 0).
+Each activation quantizer is rewritten:
+
+- after ``Relu`` / ``Clip(min=0)`` (the tensor is never negative): uint8, zero point 0, scale
+  ``amax / 255`` (the same calibrated range on a twice finer grid); the quantizer's own clamp
+  then does the clipping, so ONNX Runtime drops the ``Clip`` and fuses the convolution;
+- elsewhere: uint8 with zero point 128 and the same scale, which is exactly the signed grid.
+
+Float weights with a Q -> DQ pair (the TensorRT 8.x form) are folded into INT8 initializers
+(the same values ONNX Runtime's QuantizeLinear would compute).
+
+With ``unsigned_after_relu=False`` every activation gets the exact zero-point-128 form
+(bit-for-bit the TensorRT grid, but the ``Clip`` nodes stay and ONNX Runtime is slower).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from edgecloud.errors import CalibrationError
+
+UINT8_ZERO_POINT = 128
+INT8_MAX = 127
+UINT8_MAX = 255
+
+
+def to_uint8_activations(model, *, unsigned_after_relu: bool = True):
+    """Return a copy of the QDQ ``model`` (ModelProto) with uint8 activations (see module doc)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    rewritten: Dict[str, tuple] = {}  # Q output name -> (scale name, zero point name)
+    _fold_weight_quantizers(graph, inits)
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def add_init(array: np.ndarray, name: str) -> str:
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        inits[name] = graph.initializer[-1]
+        return name
+
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        if len(node.input) < 3 or node.input[2] not in inits or node.input[1] not in inits:
+            raise CalibrationError(f"QuantizeLinear {node.name!r} lacks constant scale/zero point")
+        zp = numpy_helper.to_array(inits[node.input[2]])
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        if zp.dtype != np.int8 or np.any(zp != 0):
+            raise CalibrationError(
+                f"activation zero point {node.input[2]!r} is not signed INT8 zero: cannot derive "
+                "the uint8 graph (validate the model first)"
+            )
+        clip_max = _nonnegative_activation_max(producers.get(node.input[0]), inits)
+        amax = scale * INT8_MAX
+        base = node.output[0]
+        if unsigned_after_relu and clip_max is not None and np.all(amax <= clip_max * (1 + 1e-6)):
+            new_scale = add_init((amax / UINT8_MAX).astype(np.float32), f"{base}_scale_u8")
+            new_zp = add_init(np.zeros(zp.shape, dtype=np.uint8), f"{base}_zero_point_u8")
+        else:
+            new_scale = node.input[1]
+            new_zp = add_init(np.full(zp.shape, UINT8_ZERO_POINT, np.uint8), f"{base}_zp_u8")
+        node.input[1], node.input[2] = new_scale, new_zp
+        rewritten[node.output[0]] = (new_scale, new_zp)
+
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] in inits:
+            continue
+        if node.input[0] not in rewritten:
+            raise CalibrationError(
+                f"DequantizeLinear {node.name!r} reads {node.input[0]!r}, which is not the "
+                "output of an activation QuantizeLinear"
+            )
+        node.input[1], node.input[2] = rewritten[node.input[0]]
+
+    used = {name for node in graph.node for name in node.input}
+    for init in list(graph.initializer):
+        if init.name not in used and init.name not in {i.name for i in graph.input}:
+            graph.initializer.remove(init)
+    return model
+
+
+def _fold_weight_quantizers(graph, inits) -> None:
+    """Replace ``float initializer -> QuantizeLinear`` by the quantized initializer."""
+    from onnx import numpy_helper
+
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] not in inits:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zp = numpy_helper.to_array(inits[node.input[2]])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.size > 1:
+            shape = [1] * weight.ndim
+            shape[axis] = scale.size
+            scale, zp_b = scale.reshape(shape), zp.reshape(shape)
+        else:
+            zp_b = zp
+        info = np.iinfo(zp.dtype)
+        q = np.clip(np.rint(weight / scale) + zp_b.astype(np.int32), info.min, info.max)
+        name = f"{node.output[0]}_folded"
+        graph.initializer.append(numpy_helper.from_array(q.astype(zp.dtype), name))
+        inits[name] = graph.initializer[-1]
+        for other in graph.node:
+            for i, tensor in enumerate(other.input):
+                if tensor == node.output[0]:
+                    other.input[i] = name
+        graph.node.remove(node)
+
+
+def _nonnegative_activation_max(node, inits) -> Optional[float]:
+    """Upper clip bound if ``node`` is Relu (inf) or Clip with min 0, else None."""
+    from onnx import numpy_helper
+
+    if node is None:
+        return None
+    if node.op_type == "Relu":
+        return float("inf")
+    if node.op_type != "Clip" or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    low = float(numpy_helper.to_array(inits[node.input[1]]))
+    if low != 0.0:
+        return None
+    if len(node.input) < 3 or not node.input[2]:
+        return float("inf")
+    if node.input[2] not in inits:
+        return None
+    return float(numpy_helper.to_array(inits[node.input[2]]))
