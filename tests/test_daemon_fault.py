@@ -1,0 +1,99 @@
+"""Fault test: the daemon process is killed and restarted while an edge streams 100 frames."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import torch
+
+from edgecloud.codec import FeatureCodec
+from edgecloud.partition import split
+from edgecloud.transport import FeatureClient, Request
+
+CUT = "blocks"  # 320x7x7 feature, cheap tail: keeps the test fast
+BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_daemon(endpoint: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            BOOT,
+            "serve",
+            "--bind",
+            endpoint,
+            "--cut",
+            CUT,
+            "--max-batch-size",
+            "4",
+            "--max-queue-delay-ms",
+            "2",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), f"daemon did not start: {line!r}"
+    return proc
+
+
+def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
+    from edgecloud.datasets import ImageFolder
+
+    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=4)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    head, _tail = split(lite0, CUT)
+    with torch.inference_mode():
+        features = head(x).numpy()
+        expected = lite0.module(x).argmax(1).numpy()
+    codec = FeatureCodec.from_spec("q8-ncc-zstd")
+    payloads = [codec.encode(f) for f in features]
+
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    daemon = _start_daemon(endpoint)
+    restarted = []
+    try:
+        with FeatureClient(endpoint, window=4, timeout_s=1.0, retries=60) as client:
+            futures = []
+            for i in range(100):
+                request = Request(
+                    model=lite0.name, weights_id=lite0.weights_id, cut=CUT, codec="q8-ncc-zstd"
+                )
+                futures.append((i, request.id, client.submit(request, payloads[i % 4])))
+                if i == 30:
+                    daemon.send_signal(signal.SIGKILL)  # no goodbye: in-flight frames are lost
+                    daemon.wait(30)
+
+                    def restart() -> None:
+                        restarted.append(_start_daemon(endpoint))
+
+                    threading.Thread(target=restart, daemon=True).start()
+            replies = [(i, rid, f.result(120)) for i, rid, f in futures]
+            resent = client.stats.resent
+    finally:
+        for proc in [daemon, *restarted]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+    assert restarted, "the daemon was not restarted"
+    ids = Counter(rid for _i, rid, _r in replies)
+    assert len(ids) == 100 and set(ids.values()) == {1}  # exactly one result per frame
+    for i, rid, reply in replies:
+        assert reply.id == rid and reply.ok, reply.message
+        assert reply.indices[0] == expected[i % 4]
+    assert resent > 0  # frames lost with the killed daemon were sent again

@@ -1,0 +1,168 @@
+"""The edge runtime: frame sources, head runner, EdgeClient and `edgecloud edge`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecloud.cli import main
+from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
+from edgecloud.edge import EdgeClient, TorchHeadRunner, iter_frames
+from edgecloud.errors import DatasetError, ServerError
+from edgecloud.partition import split
+
+CUT = "blocks.4"
+
+
+@pytest.fixture(scope="module")
+def server(lite0):
+    registry = TailRegistry("cpu")
+    registry.add(lite0, CUT)
+    config = ServerConfig(bind="tcp://127.0.0.1:0", batching=BatchingConfig(max_batch_size=4))
+    server = CloudServer(config, registry=registry)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def frames(samples_dir):
+    return list(iter_frames(samples_dir, limit=6))
+
+
+def _local_top1(spec, frames):
+    x = torch.stack([spec.preprocessing(image) for _name, image in frames])
+    with torch.inference_mode():
+        return spec.module(x).argmax(1).tolist()
+
+
+def test_iter_frames_folder_file_and_errors(samples_dir, tmp_path: Path):
+    frames = list(iter_frames(samples_dir, limit=3))
+    assert [n for n, _ in frames] == sorted(p.name for p in (samples_dir / "images").iterdir())[:3]
+    assert all(image.mode == "RGB" for _n, image in frames)
+    one = sorted((samples_dir / "images").iterdir())[0]
+    assert [n for n, _ in iter_frames(one)] == [one.name]
+    with pytest.raises(DatasetError, match="does not exist"):
+        list(iter_frames(tmp_path / "nope"))
+    with pytest.raises(DatasetError, match="no images"):
+        list(iter_frames(tmp_path))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match="cannot read image"):
+        list(iter_frames(bad))
+
+
+def test_video_source_needs_opencv_or_reads_frames(tmp_path: Path, frames):
+    try:
+        import cv2
+    except ImportError:
+        from edgecloud.errors import BackendUnavailableError
+
+        (tmp_path / "clip.mp4").write_bytes(b"\x00" * 100)
+        with pytest.raises(BackendUnavailableError, match="OpenCV"):
+            list(iter_frames(tmp_path / "clip.mp4"))
+        return
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    names = [n for n, _ in iter_frames(path)]
+    assert names == ["clip.avi#000000", "clip.avi#000001", "clip.avi#000002"]
+
+
+def test_torch_head_runner_matches_head(lite0, frames):
+    head, _tail = split(lite0, CUT)
+    x = lite0.preprocessing(frames[0][1])[None]
+    runner = TorchHeadRunner(head)
+    with torch.inference_mode():
+        expected = head(x).numpy()
+    np.testing.assert_allclose(runner.run(x.numpy()), expected, rtol=0, atol=1e-6)
+
+
+class _WatchedHead:
+    """Torch head that notes how many frames were on the wire when each head run started."""
+
+    def __init__(self, head) -> None:
+        self.runner = TorchHeadRunner(head)
+        self.client = None
+        self.in_flight_at_start = []
+
+    def run(self, batch):
+        stats = self.client.stats
+        self.in_flight_at_start.append(stats.sent - stats.replies)
+        return self.runner.run(batch)
+
+
+def test_stream_is_pipelined_in_order_and_equals_local(server, lite0, frames):
+    head = _WatchedHead(split(lite0, CUT)[0])
+    with EdgeClient(
+        server.endpoint, spec=lite0, cut=CUT, codec="q8-ncc-zstd", head=head, window=3
+    ) as edge:
+        head.client = edge.client
+        results = list(edge.stream(frames))
+    assert max(head.in_flight_at_start) >= 1  # a head ran while an earlier frame was out
+    assert [r.name for r in results] == [n for n, _ in frames]
+    assert [r.indices[0] for r in results] == _local_top1(lite0, frames)
+    for r in results:
+        assert r.ok and r.bytes_sent > 0 and r.labels[0] == lite0.labels[r.indices[0]]
+        stages = {
+            "preprocess_ms",
+            "head_ms",
+            "encode_ms",
+            "rtt_ms",
+            "decode_ms",
+            "queue_ms",
+            "tail_ms",
+        }
+        assert stages <= set(r.timings)
+
+
+def test_predict_raises_named_server_errors(server, lite0, frames):
+    with EdgeClient(
+        server.endpoint,
+        spec=lite0,
+        cut="blocks.5",
+        codec="raw",
+        head=TorchHeadRunner(split(lite0, "blocks.5")[0]),
+    ) as edge, pytest.raises(ServerError, match="unknown_cut"):
+        edge.predict(frames[0][1])
+    with EdgeClient(server.endpoint, spec=lite0, cut=CUT, codec="raw", output="tensor") as edge:
+        result = edge.predict(np.asarray(frames[0][1]))  # numpy images work too
+        assert result.tensor.shape == (1000,) and int(result.tensor.argmax()) == result.indices[0]
+
+
+def test_edge_cli_writes_jsonl(server, lite0, frames, samples_dir, tmp_path: Path, capsys):
+    jsonl = tmp_path / "out.jsonl"
+    summary = tmp_path / "summary.json"
+    rc = main(
+        [
+            "edge",
+            "--connect",
+            server.endpoint,
+            "--source",
+            str(samples_dir),
+            "--limit",
+            "3",
+            "--cut",
+            CUT,
+            "--codec",
+            "q8-ncc-zstd",
+            "--jsonl",
+            str(jsonl),
+            "--json",
+            str(summary),
+        ]
+    )
+    assert rc == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["name"] for r in lines] == [n for n, _ in frames[:3]]
+    assert [r["top1_index"] for r in lines] == _local_top1(lite0, frames[:3])
+    assert all(r["status"] == "ok" and r["bytes"] > 0 and r["rtt_ms"] > 0 for r in lines)
+    data = json.loads(summary.read_text())
+    assert data["images"] == 3 and data["ok"] == 3 and data["codec"] == "q8-ncc-zstd"
+    assert lines[0]["top1_label"] in capsys.readouterr().out
