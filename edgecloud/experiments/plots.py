@@ -1,0 +1,53 @@
+"""Rate–accuracy plots of sweep rows (log bytes/image vs top-1)."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
+
+
+def codec_family(codec: str) -> str:
+    """Spec with the bit depth / quality replaced by a placeholder: one curve per family."""
+    if codec.startswith("jpeg-input-q"):
+        return "jpeg-input"
+    return re.sub(r"^q\d+", "qB", codec)
+
+
+def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
+    """One curve per (cut, codec family) plus the JPEG-input baseline and the reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: Dict[Tuple[str, str], List[Tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        key = (str(row["cut"]), codec_family(str(row["codec"])))
+        curves[key].append((float(row["bytes_per_image"]), 100.0 * float(row["top1"])))
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for (cut, family), points in sorted(curves.items()):
+        points.sort()
+        xs, ys = zip(*points)
+        if family == "jpeg-input":
+            ax.plot(xs, ys, "k--s", label="JPEG of the 224x224 input", markersize=4)
+        else:
+            ax.plot(xs, ys, "-o", label=f"{cut} {family}", markersize=4)
+    if rows:
+        ref = 100.0 * float(rows[0]["ref_top1"])
+        ax.axhline(ref, color="grey", linestyle=":", label=f"uncompressed ({ref:.1f} %)")
+        ax.axhline(ref - 1.0, color="red", linestyle=":", linewidth=0.8, label="1 point drop")
+        model, images = rows[0]["model"], rows[0]["images"]
+        ax.set_title(f"{model}: rate vs accuracy on {images} images")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image (bitstream incl. header, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

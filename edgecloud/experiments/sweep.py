@@ -1,0 +1,375 @@
+"""Rate–accuracy sweeps: every (cut, codec) on real images, one flat result row each.
+
+Each image's feature is encoded as its own message (as the edge sends it), decoded and run
+through the tail. Calibration images are taken from the *end* of the sorted image list and are
+disjoint from the evaluation images taken from the start. ``jpeg-input-qNN`` rows send the
+preprocessed crop as JPEG through the whole model instead (cut ``input``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edgecloud.codec import CodecCalibration, FeatureCodec, ImageInputCodec, parse_spec
+from edgecloud.datasets import ImageFolder, make_loader
+from edgecloud.errors import DatasetError
+from edgecloud.models import ModelSpec
+from edgecloud.partition import split
+
+INPUT_CUT = "input"
+COLUMNS = [
+    "model",
+    "cut",
+    "codec",
+    "bits",
+    "images",
+    "calib_images",
+    "top1",
+    "top5",
+    "ref_top1",
+    "top1_drop",
+    "fidelity",
+    "bytes_per_image",
+    "bits_per_element",
+    "elements",
+    "encode_ms",
+    "decode_ms",
+    "head_ms",
+    "tail_ms",
+    "calibration",
+]
+
+
+@dataclass
+class SweepData:
+    """Evaluation and (disjoint) calibration images of one folder."""
+
+    evaluation: ImageFolder
+    calibration: Optional[ImageFolder]
+
+    @classmethod
+    def split(
+        cls, root: str, model: ModelSpec, limit: Optional[int], calib_images: int
+    ) -> SweepData:
+        total = len(ImageFolder(root, model.preprocessing).files)
+        if calib_images < 0 or calib_images >= total:
+            raise DatasetError(
+                f"--calib-images {calib_images} leaves no evaluation images ({total} in {root})"
+            )
+        available = total - calib_images
+        n_eval = available if limit is None else min(limit, available)
+        evaluation = ImageFolder(root, model.preprocessing, limit=n_eval)
+        calibration = None
+        if calib_images:
+            calibration = ImageFolder(
+                root, model.preprocessing, limit=calib_images, offset=available
+            )
+        return cls(evaluation, calibration)
+
+    def describe(self) -> str:
+        ev = self.evaluation.files
+        text = f"evaluation: {len(ev)} images ({ev[0].name} .. {ev[-1].name})"
+        if self.calibration is not None:
+            cal = self.calibration.files
+            text += f"; calibration: {len(cal)} disjoint images ({cal[0].name} .. {cal[-1].name})"
+        return text
+
+
+def expand_codecs(codecs: Sequence[str], bits: Optional[Sequence[int]]) -> List[str]:
+    """Substitute every bit depth of ``bits`` into each ``qN-...`` spec; keep the rest as is."""
+    out: List[str] = []
+    for codec in codecs:
+        parse_spec(codec)  # fail early with a clear CodecSpecError
+        if bits and re.match(r"^q\d+-", codec):
+            variants = [re.sub(r"^q\d+", f"q{b}", codec) for b in bits]
+        else:
+            variants = [codec]
+        for v in variants:
+            parse_spec(v)
+            if v not in out:
+                out.append(v)
+    return out
+
+
+@dataclass
+class _CutFeatures:
+    """Head outputs of all evaluation images at one cut (disk-backed) and their timing."""
+
+    features: np.ndarray  # (N, C, H, W) memmap
+    labels: np.ndarray
+    head_ms: float
+    calibration: Optional[np.ndarray]
+
+
+def _run_head(
+    head: Callable, loader: Iterable, count: int, path: Path, desc: str, progress: bool
+) -> Tuple[np.ndarray, np.ndarray, float]:
+    feats: Optional[np.ndarray] = None
+    labels: List[np.ndarray] = []
+    pos, seconds = 0, 0.0
+    with torch.inference_mode():
+        for images, batch_labels, _ in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+            start = time.perf_counter()
+            out = head(images).numpy()
+            seconds += time.perf_counter() - start
+            if feats is None:
+                feats = np.lib.format.open_memmap(
+                    path, mode="w+", dtype=np.float32, shape=(count,) + out.shape[1:]
+                )
+            feats[pos : pos + len(out)] = out
+            labels.append(batch_labels.numpy())
+            pos += len(out)
+    return feats, np.concatenate(labels), 1e3 * seconds / max(pos, 1)
+
+
+def _scores(logits: torch.Tensor, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    top5 = logits.topk(5, dim=1).indices.numpy()
+    return top5[:, 0], (top5 == labels[:, None]).any(axis=1)
+
+
+@dataclass
+class Sweep:
+    """Runs a sweep; :meth:`rows` yields one result dict per (cut, codec)."""
+
+    model: ModelSpec
+    data: SweepData
+    cuts: Sequence[str]
+    codecs: Sequence[str]
+    batch_size: int = 32
+    workers: int = 2
+    calibration_dir: Optional[Path] = None
+    progress: bool = True
+    skip: Callable[[str, str], bool] = lambda cut, codec: False
+    _ref: Optional[Dict[str, np.ndarray]] = field(default=None, init=False)
+
+    def _loader(self, dataset: ImageFolder):
+        return make_loader(dataset, self.batch_size, self.workers)
+
+    def reference(self) -> Dict[str, np.ndarray]:
+        """Uncompressed full-model predictions on the evaluation images."""
+        if self._ref is None:
+            preds, hits5, labels = [], [], []
+            with torch.inference_mode():
+                for images, batch_labels, _ in tqdm(
+                    self._loader(self.data.evaluation),
+                    desc="reference",
+                    disable=not self.progress,
+                    unit="batch",
+                ):
+                    p, h = _scores(self.model.module(images), batch_labels.numpy())
+                    preds.append(p)
+                    hits5.append(h)
+                    labels.append(batch_labels.numpy())
+            self._ref = {
+                "pred": np.concatenate(preds),
+                "hit5": np.concatenate(hits5),
+                "labels": np.concatenate(labels),
+            }
+        return self._ref
+
+    def rows(self) -> Iterator[Dict[str, object]]:
+        ref = self.reference()
+        feature_codecs = [c for c in self.codecs if parse_spec(c).kind != "image-input"]
+        input_codecs = [c for c in self.codecs if parse_spec(c).kind == "image-input"]
+        for codec in input_codecs:
+            if not self.skip(INPUT_CUT, codec):
+                yield self._input_row(codec, ref)
+        for cut in self.cuts:
+            todo = [c for c in feature_codecs if not self.skip(cut, c)]
+            if not todo:
+                continue
+            head, tail = split(self.model, cut)
+            with tempfile.TemporaryDirectory(prefix="edgecloud-sweep-") as tmp:
+                cf = self._cut_features(head, cut, Path(tmp))
+                tail_ms = self._tail_ms(tail, cf.features)
+                for codec in todo:
+                    yield self._feature_row(cut, codec, tail, cf, tail_ms, ref)
+
+    def _cut_features(self, head, cut: str, tmp: Path) -> _CutFeatures:
+        n = len(self.data.evaluation)
+        feats, labels, head_ms = _run_head(
+            head,
+            self._loader(self.data.evaluation),
+            n,
+            tmp / "eval.npy",
+            f"head {cut}",
+            self.progress,
+        )
+        cal = None
+        if self.data.calibration is not None:
+            cal, _, _ = _run_head(
+                head,
+                self._loader(self.data.calibration),
+                len(self.data.calibration),
+                tmp / "calib.npy",
+                f"calibration {cut}",
+                self.progress,
+            )
+            cal = np.asarray(cal)
+        return _CutFeatures(feats, labels, head_ms, cal)
+
+    def _tail_ms(self, tail, feats: np.ndarray) -> float:
+        batch = torch.from_numpy(np.array(feats[: self.batch_size]))
+        with torch.inference_mode():
+            tail(batch)  # warm-up
+            start = time.perf_counter()
+            tail(batch)
+        return 1e3 * (time.perf_counter() - start) / len(batch)
+
+    def _make_codec(self, cut: str, codec: str, cf: _CutFeatures) -> FeatureCodec:
+        spec = parse_spec(codec)
+        if not spec.needs_calibration:
+            return FeatureCodec(spec)
+        if cf.calibration is None:
+            raise DatasetError(f"codec {codec!r} needs calibration images (--calib-images > 0)")
+        cal = CodecCalibration.fit(
+            cf.calibration,
+            spec,
+            model=self.model.name,
+            weights=self.model.weights_id,
+            cut=cut,
+            calibration_files=f"{self.data.calibration.files[0].name}.."
+            f"{self.data.calibration.files[-1].name}",
+        )
+        if self.calibration_dir is not None:
+            cal.save(self.calibration_dir)
+        return FeatureCodec(spec, cal)
+
+    def _feature_row(self, cut, codec_name, tail, cf: _CutFeatures, tail_ms, ref):
+        codec = self._make_codec(cut, codec_name, cf)
+        n = len(cf.features)
+        total_bytes, enc_s, dec_s = 0, 0.0, 0.0
+        preds, hits5 = [], []
+        with torch.inference_mode():
+            for start in tqdm(
+                range(0, n, self.batch_size),
+                desc=f"{cut} {codec_name}",
+                disable=not self.progress,
+                unit="batch",
+                leave=False,
+            ):
+                batch = np.asarray(cf.features[start : start + self.batch_size])
+                decoded = []
+                for feature in batch:
+                    t0 = time.perf_counter()
+                    data = codec.encode(feature)
+                    t1 = time.perf_counter()
+                    decoded.append(codec.decode(data))
+                    dec_s += time.perf_counter() - t1
+                    enc_s += t1 - t0
+                    total_bytes += len(data)
+                logits = tail(torch.from_numpy(np.stack(decoded)))
+                p, h = _scores(logits, cf.labels[start : start + len(batch)])
+                preds.append(p)
+                hits5.append(h)
+        elements = int(np.prod(cf.features.shape[1:]))
+        spec = codec.spec
+        bits = spec.bits if spec.kind == "quant" else spec.float_bits
+        return self._row(
+            cut, codec.name, bits, np.concatenate(preds), np.concatenate(hits5), ref,
+            total_bytes, elements, enc_s, dec_s, cf.head_ms, tail_ms,
+            codec.calibration.id if codec.calibration else "",
+        )  # fmt: skip
+
+    def _input_row(self, codec_name: str, ref) -> Dict[str, object]:
+        codec = ImageInputCodec.from_spec(codec_name)
+        pre = self.model.preprocessing
+        ds = self.data.evaluation
+        total_bytes, enc_s, dec_s = 0, 0.0, 0.0
+        preds, hits5 = [], []
+        model_s = 0.0
+        indices = range(len(ds))
+        with torch.inference_mode():
+            for start in tqdm(
+                range(0, len(ds), self.batch_size),
+                desc=codec_name,
+                disable=not self.progress,
+                unit="batch",
+                leave=False,
+            ):
+                tensors = []
+                for i in indices[start : start + self.batch_size]:
+                    crop = pre.crop_image(ds.load_image(i))
+                    t0 = time.perf_counter()
+                    data = codec.encode(crop)
+                    t1 = time.perf_counter()
+                    tensors.append(pre.normalize(np.asarray(codec.decode(data))))
+                    dec_s += time.perf_counter() - t1
+                    enc_s += t1 - t0
+                    total_bytes += len(data)
+                t2 = time.perf_counter()
+                logits = self.model.module(torch.stack(tensors))
+                model_s += time.perf_counter() - t2
+                labels = np.asarray(ds.labels[start : start + len(tensors)])
+                p, h = _scores(logits, labels)
+                preds.append(p)
+                hits5.append(h)
+        elements = int(np.prod(self.model.input_shape))
+        return self._row(
+            INPUT_CUT, codec.name, 8, np.concatenate(preds), np.concatenate(hits5), ref,
+            total_bytes, elements, enc_s, dec_s, 0.0, 1e3 * model_s / len(ds), "",
+        )  # fmt: skip
+
+    def _row(
+        self, cut, codec, bits, preds, hits5, ref, total_bytes, elements, enc_s, dec_s,
+        head_ms, tail_ms, calibration,
+    ) -> Dict[str, object]:  # fmt: skip
+        n = len(preds)
+        known = ref["labels"] >= 0
+        ref_top1 = float(np.mean(ref["pred"][known] == ref["labels"][known]))
+        top1 = float(np.mean(preds[known] == ref["labels"][known]))
+        cal_images = len(self.data.calibration) if calibration else 0
+        return {
+            "model": self.model.name,
+            "cut": cut,
+            "codec": codec,
+            "bits": bits,
+            "images": n,
+            "calib_images": cal_images,
+            "top1": top1,
+            "top5": float(np.mean(hits5[known])),
+            "ref_top1": ref_top1,
+            "top1_drop": ref_top1 - top1,
+            "fidelity": float(np.mean(preds == ref["pred"])),
+            "bytes_per_image": total_bytes / n,
+            "bits_per_element": 8.0 * total_bytes / (n * elements),
+            "elements": elements,
+            "encode_ms": 1e3 * enc_s / n,
+            "decode_ms": 1e3 * dec_s / n,
+            "head_ms": head_ms,
+            "tail_ms": tail_ms,
+            "calibration": calibration,
+        }
+
+
+class CsvLog:
+    """Appends rows to a CSV as they finish; can tell which (cut, codec) rows already exist."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        self.done: Dict[Tuple[str, str], Dict[str, str]] = {}
+        if resume and path.is_file():
+            with path.open(newline="") as fh:
+                for row in csv.DictReader(fh):
+                    self.done[(row["cut"], row["codec"])] = row
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as fh:
+                csv.DictWriter(fh, COLUMNS).writeheader()
+
+    def has(self, cut: str, codec: str) -> bool:
+        return (cut, parse_spec(codec).canonical) in self.done
+
+    def append(self, row: Dict[str, object]) -> None:
+        with self.path.open("a", newline="") as fh:
+            csv.DictWriter(fh, COLUMNS).writerow(row)
