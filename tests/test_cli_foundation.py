@@ -1,0 +1,58 @@
+"""The foundation commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+from edgecloud.cli import main
+
+
+def test_profile_lists_at_least_ten_cuts_with_all_columns(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["profile", "efficientnet_lite0", "--repeat", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for column in (
+        "cut",
+        "shape",
+        "elements",
+        "kb_fp32",
+        "kb_int8",
+        "head_mmacs",
+        "tail_mmacs",
+        "head_params",
+        "tail_params",
+        "head_ms",
+    ):
+        assert column in printed
+    data = json.loads(out.read_text())
+    assert data["model"] == "efficientnet_lite0"
+    assert len(data["cuts"]) >= 10
+    assert {
+        "cut",
+        "shape",
+        "elements",
+        "bytes_fp32",
+        "bytes_int8",
+        "head_macs",
+        "tail_macs",
+        "head_params",
+        "tail_params",
+        "head_ms",
+    } <= set(data["cuts"][0])
+
+
+def test_eval_split_matches_full_model(tmp_path, samples_dir):
+    full, cut = tmp_path / "full.json", tmp_path / "cut.json"
+    common = ["--data", str(samples_dir), "--limit", "32", "--workers", "0"]
+    assert main(["eval", *common, "--json", str(full)]) == 0
+    assert main(["eval", *common, "--cut", "blocks.3", "--json", str(cut)]) == 0
+    full_result, cut_result = json.loads(full.read_text()), json.loads(cut.read_text())
+    assert full_result["images"] == cut_result["images"] == 32
+    assert full_result["top1"] == cut_result["top1"]
+
+
+def test_errors_are_one_line_and_nonzero(capsys):
+    assert main(["eval", "--model", "nope"]) == 1
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["cuts", "efficientnet_lite0", "--weights", "/no/such/file.pth"]) == 1
+    assert "weights file not found" in capsys.readouterr().err
