@@ -16,6 +16,7 @@ Artifacts land in ``<root>/<model>/<cut>/`` (see :class:`CalibrationArtifacts`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -178,7 +179,7 @@ def quantize_qdq(
         pass
 
     reader = Reader(batches, INPUT_NAME)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_logs():
         prepared = Path(tmp) / "prepared.onnx"
         # Constant folding and shape inference; the result is plain ONNX (portable to TensorRT).
         quant_pre_process(str(fp32_onnx), str(prepared))
@@ -200,6 +201,9 @@ def quantize_qdq(
                 # allowed as input" otherwise) and wants one consumer per Q/DQ pair.
                 "AddQDQPairToWeight": True,
                 "DedicatedQDQPair": True,
+                # The bias stays float: never inflate weight scales for an int32 bias (it
+                # would zero whole channels of small-weight convolutions).
+                "QDQDisableWeightAdjustForInt32Bias": True,
                 "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose", "Gemm", "MatMul"],
                 "CalibPercentile": percentile,
             },
@@ -207,6 +211,20 @@ def quantize_qdq(
     if reader.images == 0:
         raise CalibrationError("no calibration images")
     return reader.images
+
+
+@contextlib.contextmanager
+def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the level of the chatty exporter/quantizer loggers (root included) for a while."""
+    loggers = [logging.getLogger(n) for n in ("", "onnx_ir", "onnxscript", "torch.onnx")]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, saved):
+            lg.setLevel(old)
 
 
 def activation_scales(qdq_model) -> Dict[str, float]:

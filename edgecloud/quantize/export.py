@@ -89,8 +89,10 @@ def _opset(model) -> int:
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the exporter's progress prints (it writes to stdout)."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+    """Silence the exporter's progress prints (stdout) and INFO logs."""
+    from edgecloud.quantize.calibrate import quiet_logs
+
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), quiet_logs():
         yield
 
 

@@ -1,0 +1,100 @@
+"""``edgecloud build``: build (once per device) and cache the TensorRT engine of a head."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecloud.cli.common import add_model_options, add_output_options, write_json
+
+EPILOG = """\
+Run this on the device that will run the engine (a Jetson): engines are tied to the TensorRT
+version and the GPU. Engines are cached under engines/<model>/<cut>/<key>.engine, keyed by
+sha256(ONNX) + TensorRT version + GPU name/compute capability + precision + batch profile +
+DLA core; a second run with the same settings loads the cached engine.
+
+examples:
+  edgecloud build --cut blocks.4 --int8                     # explicit INT8 from head_qdq.onnx
+  edgecloud build --cut blocks.4 --int8 --fp16              # + FP16 for unquantized layers
+  edgecloud build --cut blocks.4 --int8 --implicit --dla-core 0   # DLA, calibration cache
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build and cache the TensorRT engine of a head (needs TensorRT + PyCUDA + GPU)",
+        description="Build a TensorRT engine for the head at --cut from the calibrated QDQ ONNX "
+        "(--int8), or from the fp32 ONNX (fp32/--fp16), with an optimization profile for "
+        "batch sizes 1..--max-batch, a timing cache and optionally a DLA core with GPU fallback.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser, cut=True)
+    parser.add_argument("--int8", action="store_true", help="INT8 engine from a calibration")
+    parser.add_argument(
+        "--calibration", default=None, help="calibration dir (default calibration/<model>/<cut>)"
+    )
+    parser.add_argument(
+        "--implicit",
+        action="store_true",
+        help="implicit INT8: fp32 ONNX + calibration cache (for the DLA) instead of QDQ",
+    )
+    parser.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    parser.add_argument("--device", default=None, help="cuda[:N] (default) or dla:K")
+    parser.add_argument("--dla-core", type=int, default=None, help="DLA core, GPU fallback on")
+    parser.add_argument("--max-batch", type=int, default=8, help="profile max batch (default 8)")
+    parser.add_argument("--opt-batch", type=int, default=1, help="profile opt batch (default 1)")
+    parser.add_argument("--engine-dir", default="engines", help="engine cache (default engines)")
+    parser.add_argument("--workspace-mb", type=int, default=1024, help="workspace (default 1024)")
+    parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
+    parser.add_argument(
+        "--runs", type=int, default=50, help="timed batch-1 runs after the build (default 50)"
+    )
+    add_output_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from edgecloud.backends import create_head_runner
+    from edgecloud.models import load_model
+    from edgecloud.partition import default_cut, get_cut
+
+    spec = load_model(args.model, args.weights)
+    cut = args.cut or default_cut(spec)
+    get_cut(spec, cut)
+    start = time.perf_counter()
+    runner = create_head_runner(
+        "tensorrt",
+        spec,
+        cut,
+        int8=args.int8,
+        calibration=args.calibration,
+        device=args.device,
+        fp16=args.fp16,
+        implicit_int8=args.implicit,
+        dla_core=args.dla_core,
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        engine_dir=args.engine_dir,
+        workspace_mb=args.workspace_mb,
+        rebuild=args.rebuild,
+    )
+    summary = {**runner.describe(), "build_s": round(time.perf_counter() - start, 2)}
+    if args.runs:
+        batch = np.random.default_rng(0).standard_normal((1, *runner.input_shape), np.float32)
+        runner.run(batch)
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            runner.run(batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        summary["head_ms"] = round(float(np.median(times)), 3)
+    runner.close()
+    for key, value in summary.items():
+        print(f"{key:>20}: {value}")
+    write_json(args.json_path, summary)
+    return 0
