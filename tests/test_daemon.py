@@ -248,3 +248,33 @@ def test_config_file(tmp_path: Path):
     (tmp_path / "bad.toml").write_text("bind = [")
     with pytest.raises(ConfigError, match="TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_daemon_with_curve_allow_list(registry, lite0, reference, tmp_path: Path):
+    from edgecloud.errors import TransportError
+    from edgecloud.transport import SocketOptions
+    from edgecloud.transport.security import create_keys
+
+    _pub, server_secret = create_keys(tmp_path, "server")
+    edge_pub, edge_secret = create_keys(tmp_path / "clients", "edge1")
+    config = ServerConfig(
+        bind="tcp://127.0.0.1:0",
+        curve_secret_file=str(server_secret),
+        curve_clients_dir=str(tmp_path / "clients"),
+    )
+    server = CloudServer(config, registry=registry)
+    server.start()
+    try:
+        opts = SocketOptions(
+            curve_secret_file=str(edge_secret), curve_server_key_file=str(tmp_path / "server.key")
+        )
+        payload = FeatureCodec.from_spec("raw").encode(reference["features"][0])
+        with FeatureClient(server.endpoint, options=opts) as client:
+            reply = client.request(_infer(lite0), payload)
+        assert reply.ok and reply.indices[0] == reference["top1"][0]
+        plain = FeatureClient(server.endpoint, timeout_s=0.5, retries=0)
+        with plain, pytest.raises(TransportError):  # no key: the handshake never completes
+            plain.request(_infer(lite0), payload)
+    finally:
+        server.stop()

@@ -263,3 +263,70 @@ def test_request_timestamps_are_set():
     request = _request()
     pack_request(request, b"")
     assert before <= request.sent_at <= time.time()
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_curve_encryption_admits_only_listed_clients(tmp_path):
+    from edgecloud.errors import ConfigError
+    from edgecloud.transport.security import create_keys, start_authenticator
+
+    _server_pub, server_secret = create_keys(tmp_path / "server", "server")
+    allowed_pub, allowed_secret = create_keys(tmp_path / "edges", "allowed")
+    _other_pub, other_secret = create_keys(tmp_path / "others", "stranger")
+    clients_dir = tmp_path / "allow"
+    clients_dir.mkdir()
+    (clients_dir / allowed_pub.name).write_bytes(allowed_pub.read_bytes())
+
+    ctx = zmq.Context()
+    auth = start_authenticator(ctx, clients_dir)
+    sock = make_router(
+        ctx, "tcp://127.0.0.1:0", SocketOptions(curve_secret_file=str(server_secret))
+    )
+    endpoint = bound_endpoint(sock)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if sock.poll(50):
+                identity, *frames = sock.recv_multipart()
+                request, payload = unpack_request(frames)
+                sock.send_multipart([identity, *pack_reply(_echo(request, payload))])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    server_key = str(tmp_path / "server" / "server.key")
+    try:
+        good = SocketOptions(
+            curve_secret_file=str(allowed_secret), curve_server_key_file=server_key
+        )
+        with FeatureClient(endpoint, timeout_s=5, options=good) as client:
+            assert client.request(_request(), b"secret").ok
+        stranger = SocketOptions(
+            curve_secret_file=str(other_secret), curve_server_key_file=server_key
+        )
+        for opts in (stranger, SocketOptions()):  # unlisted key, and no encryption at all
+            client = FeatureClient(endpoint, timeout_s=0.5, retries=0, options=opts)
+            with client, pytest.raises(TransportError):
+                client.request(_request(), b"secret")
+        with pytest.raises(ConfigError, match="secret"):
+            secure = SocketOptions(curve_secret_file=server_key, curve_server_key_file=server_key)
+            FeatureClient(endpoint, options=secure)
+    finally:
+        stop.set()
+        thread.join()
+        sock.close(0)
+        auth.stop()
+        ctx.term()
+
+
+def test_bad_endpoints_raise_config_errors():
+    from edgecloud.errors import ConfigError
+
+    ctx = zmq.Context()
+    try:
+        with pytest.raises(ConfigError, match="cannot bind"):
+            make_router(ctx, "tcp://not-an-address")
+        with pytest.raises(ConfigError, match="cannot connect"):
+            make_dealer(ctx, "bogus://x")
+    finally:
+        ctx.term()

@@ -62,6 +62,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retries", type=int, default=3, help="resends per frame (default 3)")
     p.add_argument("--top-k", type=int, default=5, help="labels per answer (default 5)")
     p.add_argument("--jsonl", default=None, help="write one JSON line per frame to PATH")
+    p.add_argument("--curve-secret", default=None, help="CurveZMQ: this edge's .key_secret")
+    p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the daemon's .key")
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.common import write_json
     from edgecloud.edge import EdgeClient, iter_frames, make_head_runner
     from edgecloud.models import load_model
+    from edgecloud.transport import SocketOptions
 
     spec = load_model(args.model, weights=args.weights)
     cut = args.cut or "blocks.4"
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             retries=args.retries,
             top_k=args.top_k,
+            options=SocketOptions(
+                curve_secret_file=args.curve_secret, curve_server_key_file=args.curve_server_key
+            ),
         ) as edge:
             for result in edge.stream(iter_frames(args.source, args.limit)):
                 record = result.to_dict()

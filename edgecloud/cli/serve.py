@@ -47,7 +47,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--max-batch-size", type=int, default=None, help="1 disables batching (default 8)"
     )
-    p.add_argument("--max-queue-delay-ms", type=float, default=None, help="(default 5)")
+    p.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=None,
+        help="longest wait of a batch's first request for more requests (default 5)",
+    )
     p.add_argument(
         "--queue-size", type=int, default=None, help="bounded queue length (default 256)"
     )
@@ -57,6 +62,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stats-interval", type=float, default=None, help="seconds (default 30)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument(
+        "--curve-secret", default=None, help="CurveZMQ: the daemon's .key_secret (encrypts)"
+    )
+    p.add_argument(
+        "--curve-clients", default=None, help="CurveZMQ: folder of allowed edge .key files"
+    )
     p.set_defaults(func=run)
 
 
@@ -76,6 +87,8 @@ def build_config(args: argparse.Namespace):
         "stats_interval_s": args.stats_interval,
         "torch_threads": args.threads,
         "calibrations": args.calibration,
+        "curve_secret_file": args.curve_secret,
+        "curve_clients_dir": args.curve_clients,
     }
     for key, value in overrides.items():
         if value is not None:

@@ -6,6 +6,8 @@ Example ``serve.toml``::
     device = "cpu"                 # or "cuda", "cuda:1"
     max_message_bytes = 16777216   # ZMQ_MAXMSGSIZE: larger messages drop the peer
     calibrations = []              # codec calibration files, for calibrated codec specs
+    # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
+    # curve_clients_dir = "keys/clients"             # ... and allow-list of edge public keys
 
     [batching]
     max_batch_size = 8             # 1 turns dynamic batching off
@@ -67,6 +69,8 @@ class ServerConfig:
     stats_interval_s: float = 30.0
     calibrations: List[str] = field(default_factory=list)
     torch_threads: int = 0  # 0: torch's default
+    curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
+    curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)
 
     def validate(self) -> ServerConfig:
         b = self.batching

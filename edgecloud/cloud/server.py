@@ -37,6 +37,7 @@ from edgecloud.transport.protocol import (
     request_id_of,
     unpack_request,
 )
+from edgecloud.transport.security import start_authenticator
 from edgecloud.transport.sockets import SocketOptions, bound_endpoint, make_router, send_frames
 
 log = logging.getLogger("edgecloud.serve")
@@ -89,6 +90,7 @@ class CloudServer:
         self._stopped = threading.Event()
         self._workers: List[threading.Thread] = []
         self._io: Optional[threading.Thread] = None
+        self._auth: Any = None
         self.endpoint: Optional[str] = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -105,7 +107,10 @@ class CloudServer:
             max_message_bytes=self.config.max_message_bytes,
             heartbeat_ivl_ms=self.config.heartbeat_ivl_ms,
             heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
+            curve_secret_file=self.config.curve_secret_file,
         )
+        if self.config.curve_secret_file:
+            self._auth = start_authenticator(self._ctx, self.config.curve_clients_dir)
         self._router = make_router(self._ctx, self.config.bind, opts)
         self.endpoint = bound_endpoint(self._router)
         self._wake_rx = self._ctx.socket(zmq.PULL)
@@ -129,6 +134,8 @@ class CloudServer:
             b.queue_size,
             self.config.max_message_bytes,
         )
+        if self._auth is not None:
+            log.info("event=curve clients=%s", self.config.curve_clients_dir or "any")
         return self.endpoint
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -144,6 +151,8 @@ class CloudServer:
         self._io.join(timeout)
         with self._wake_lock:
             self._wake_tx.close(0)
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
         log.info("event=stopped %s", json.dumps(self.stats.snapshot()))
 

@@ -78,6 +78,7 @@ class FeatureClient:
         self.stats = ClientStats()
         self._slots = threading.BoundedSemaphore(window)
         self._ctx = context or zmq.Context.instance()
+        self._sock = make_dealer(self._ctx, endpoint, options)  # first: it validates options
         self._outbox: queue.Queue = queue.Queue()
         self._wake_addr = f"inproc://edgecloud-client-{id(self)}-{next(_instance_ids)}"
         self._wake_lock = threading.Lock()
@@ -85,7 +86,6 @@ class FeatureClient:
         self._wake_rx.bind(self._wake_addr)
         self._wake_tx = self._ctx.socket(zmq.PUSH)
         self._wake_tx.connect(self._wake_addr)
-        self._sock = make_dealer(self._ctx, endpoint, options)
         self._pending: Dict[str, _Pending] = {}
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgecloud-client", daemon=True)

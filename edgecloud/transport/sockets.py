@@ -7,6 +7,9 @@ from typing import Optional
 
 import zmq
 
+from edgecloud.errors import ConfigError
+from edgecloud.transport.security import secure_client, secure_server
+
 #: payloads at least this large are sent without copying (below it copying is faster)
 ZERO_COPY_BYTES = 64 * 1024
 
@@ -22,6 +25,9 @@ class SocketOptions:
     reconnect_ivl_max_ms: int = 2000
     hwm: int = 1000
     linger_ms: int = 0
+    #: CurveZMQ: own key pair (``.key_secret``); clients also need the server's public ``.key``
+    curve_secret_file: Optional[str] = None
+    curve_server_key_file: Optional[str] = None
 
 
 def _common(sock: zmq.Socket, opts: SocketOptions) -> None:
@@ -40,9 +46,18 @@ def make_router(
     """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish)."""
     opts = opts or SocketOptions()
     sock = context.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    _common(sock, opts)
-    sock.bind(endpoint)
+    try:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        _common(sock, opts)
+        if opts.curve_secret_file:
+            secure_server(sock, opts.curve_secret_file)
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise ConfigError(f"cannot bind {endpoint!r}: {exc}") from None
+    except BaseException:
+        sock.close(0)
+        raise
     return sock
 
 
@@ -52,10 +67,21 @@ def make_dealer(
     """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``."""
     opts = opts or SocketOptions()
     sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, opts.reconnect_ivl_max_ms)
-    _common(sock, opts)
-    sock.connect(endpoint)
+    try:
+        sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, opts.reconnect_ivl_max_ms)
+        _common(sock, opts)
+        if opts.curve_secret_file or opts.curve_server_key_file:
+            if not (opts.curve_secret_file and opts.curve_server_key_file):
+                raise ConfigError("CURVE clients need their .key_secret and the server's .key")
+            secure_client(sock, opts.curve_secret_file, opts.curve_server_key_file)
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise ConfigError(f"cannot connect to {endpoint!r}: {exc}") from None
+    except BaseException:
+        sock.close(0)
+        raise
     return sock
 
 
