@@ -278,3 +278,26 @@ def test_daemon_with_curve_allow_list(registry, lite0, reference, tmp_path: Path
             plain.request(_infer(lite0), payload)
     finally:
         server.stop()
+
+
+def test_calibrated_codec_from_config_file(registry, lite0, reference, server, tmp_path: Path):
+    from edgecloud.codec import CodecCalibration
+
+    spec = "q4-ccd-rans"
+    calibration = CodecCalibration.fit(reference["features"], spec)
+    path = calibration.save(tmp_path)
+    coder = FeatureCodec.from_spec(spec, calibration=calibration)
+    payloads = [coder.encode(f) for f in reference["features"]]
+    config = ServerConfig(bind="tcp://127.0.0.1:0", codec_calibrations=[str(path)])
+    calibrated = CloudServer(config, registry=registry)
+    calibrated.start()
+    try:
+        with FeatureClient(calibrated.endpoint) as client:
+            replies = [client.submit(_infer(lite0, spec), p) for p in payloads]
+            top1 = [f.result(60).indices[0] for f in replies]
+        assert np.mean(np.asarray(top1) == reference["top1"]) >= 0.75
+    finally:
+        calibrated.stop()
+    with FeatureClient(server.endpoint) as client:  # a daemon without that calibration
+        reply = client.request(_infer(lite0, spec), payloads[0])
+    assert reply.code == ErrorCode.BAD_BITSTREAM and calibration.id in reply.message

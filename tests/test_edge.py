@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from edgecloud.backends import create_head_runner
 from edgecloud.cli import main
 from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
-from edgecloud.edge import EdgeClient, TorchHeadRunner, iter_frames
+from edgecloud.edge import EdgeClient, iter_frames
 from edgecloud.errors import DatasetError, ServerError
-from edgecloud.partition import split
 
 CUT = "blocks.4"
 
@@ -75,20 +75,11 @@ def test_video_source_needs_opencv_or_reads_frames(tmp_path: Path, frames):
     assert names == ["clip.avi#000000", "clip.avi#000001", "clip.avi#000002"]
 
 
-def test_torch_head_runner_matches_head(lite0, frames):
-    head, _tail = split(lite0, CUT)
-    x = lite0.preprocessing(frames[0][1])[None]
-    runner = TorchHeadRunner(head)
-    with torch.inference_mode():
-        expected = head(x).numpy()
-    np.testing.assert_allclose(runner.run(x.numpy()), expected, rtol=0, atol=1e-6)
-
-
 class _WatchedHead:
     """Torch head that notes how many frames were on the wire when each head run started."""
 
-    def __init__(self, head) -> None:
-        self.runner = TorchHeadRunner(head)
+    def __init__(self, spec) -> None:
+        self.runner = create_head_runner("torch", spec, CUT)
         self.client = None
         self.in_flight_at_start = []
 
@@ -99,7 +90,7 @@ class _WatchedHead:
 
 
 def test_stream_is_pipelined_in_order_and_equals_local(server, lite0, frames):
-    head = _WatchedHead(split(lite0, CUT)[0])
+    head = _WatchedHead(lite0)
     with EdgeClient(
         server.endpoint, spec=lite0, cut=CUT, codec="q8-ncc-zstd", head=head, window=3
     ) as edge:
@@ -128,7 +119,7 @@ def test_predict_raises_named_server_errors(server, lite0, frames):
         spec=lite0,
         cut="blocks.5",
         codec="raw",
-        head=TorchHeadRunner(split(lite0, "blocks.5")[0]),
+        head=create_head_runner("torch", lite0, "blocks.5"),
     ) as edge, pytest.raises(ServerError, match="unknown_cut"):
         edge.predict(frames[0][1])
     with EdgeClient(server.endpoint, spec=lite0, cut=CUT, codec="raw", output="tensor") as edge:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Dict, List
 
+from edgecloud.backends.options import add_backend_options
 from edgecloud.cli.common import add_model_options, add_output_options
 
 EPILOG = """\
@@ -51,10 +52,9 @@ def register(subparsers: Any) -> None:
         "--codec", default="q8-ncc-zstd", help="feature codec spec (default q8-ncc-zstd)"
     )
     p.add_argument(
-        "--calibration", default=None, help="codec calibration file, if the codec needs one"
+        "--codec-calibration", default=None, help="codec calibration file, if the codec needs one"
     )
-    p.add_argument("--backend", default="torch", help="head backend (default torch)")
-    p.add_argument("--device", default="cpu", help="head device (default cpu)")
+    add_backend_options(p)
     p.add_argument("--window", type=int, default=4, help="frames in flight (default 4)")
     p.add_argument(
         "--timeout", type=float, default=10.0, help="seconds before a resend (default 10)"
@@ -84,19 +84,20 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgecloud.backends.options import runner_from_args
     from edgecloud.cli.common import write_json
-    from edgecloud.edge import EdgeClient, iter_frames, make_head_runner
+    from edgecloud.edge import EdgeClient, iter_frames
     from edgecloud.models import load_model
     from edgecloud.transport import SocketOptions
 
     spec = load_model(args.model, weights=args.weights)
     cut = args.cut or "blocks.4"
     calibration = None
-    if args.calibration:
+    if args.codec_calibration:
         from edgecloud.codec import CodecCalibration
 
-        calibration = CodecCalibration.load(args.calibration)
-    head = make_head_runner(spec, cut, args.backend, args.device)
+        calibration = CodecCalibration.load(args.codec_calibration)
+    head = runner_from_args(args, spec, cut)
     records: List[Dict[str, Any]] = []
     sink = open(args.jsonl, "w") if args.jsonl else None  # noqa: SIM115 - closed below
     try:
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             sink.close()
     summary = summarize(records)
     summary.update(model=spec.name, cut=cut, codec=args.codec, backend=args.backend)
+    summary["int8"] = args.int8
     print(json.dumps(summary))
     write_json(args.json_path, summary)
     return 0 if records and summary["errors"] == 0 else 1

@@ -42,7 +42,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument(
-        "--calibration", action="append", default=None, help="codec calibration file (repeatable)"
+        "--codec-calibration",
+        action="append",
+        default=None,
+        help="codec calibration file (repeatable)",
     )
     p.add_argument(
         "--max-batch-size", type=int, default=None, help="1 disables batching (default 8)"
@@ -86,7 +89,7 @@ def build_config(args: argparse.Namespace):
         "max_message_bytes": args.max_message_bytes,
         "stats_interval_s": args.stats_interval,
         "torch_threads": args.threads,
-        "calibrations": args.calibration,
+        "codec_calibrations": args.codec_calibration,
         "curve_secret_file": args.curve_secret,
         "curve_clients_dir": args.curve_clients,
     }

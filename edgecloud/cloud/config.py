@@ -5,7 +5,7 @@ Example ``serve.toml``::
     bind = "tcp://0.0.0.0:5555"
     device = "cpu"                 # or "cuda", "cuda:1"
     max_message_bytes = 16777216   # ZMQ_MAXMSGSIZE: larger messages drop the peer
-    calibrations = []              # codec calibration files, for calibrated codec specs
+    codec_calibrations = []        # codec calibration files, for calibrated codec specs
     # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
     # curve_clients_dir = "keys/clients"             # ... and allow-list of edge public keys
 
@@ -67,7 +67,7 @@ class ServerConfig:
     reply_cache_size: int = 4096
     reply_cache_ttl_s: float = 60.0
     stats_interval_s: float = 30.0
-    calibrations: List[str] = field(default_factory=list)
+    codec_calibrations: List[str] = field(default_factory=list)
     torch_threads: int = 0  # 0: torch's default
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
     curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)

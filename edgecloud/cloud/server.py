@@ -102,7 +102,7 @@ class CloudServer:
         if self._registry is None:
             self._registry = TailRegistry.from_config(self.config.models, self.config.device)
         if self._calibrations is None:
-            self._calibrations = _load_calibrations(self.config.calibrations)
+            self._calibrations = _load_calibrations(self.config.codec_calibrations)
         opts = SocketOptions(
             max_message_bytes=self.config.max_message_bytes,
             heartbeat_ivl_ms=self.config.heartbeat_ivl_ms,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgecloud.edge.client import EdgeClient, EdgeResult
-from edgecloud.edge.head import TorchHeadRunner, make_head_runner
 from edgecloud.edge.sources import iter_frames
 
-__all__ = ["EdgeClient", "EdgeResult", "TorchHeadRunner", "iter_frames", "make_head_runner"]
+__all__ = ["EdgeClient", "EdgeResult", "iter_frames"]

@@ -89,7 +89,8 @@ class EdgeClient:
         endpoint: the daemon, e.g. ``tcp://10.0.0.2:5555``.
         model, cut, codec: what to run and how to encode the feature.
         spec: an already loaded ``ModelSpec`` (otherwise ``load_model(model, weights)``).
-        head: any object with ``run(batch: np.ndarray) -> np.ndarray`` (default: torch head).
+        head: any object with ``run(batch: np.ndarray) -> np.ndarray``, e.g. from
+            :func:`edgecloud.backends.create_head_runner` (default: the torch head).
         window: frames in flight (back-pressure beyond it); timeout_s/retries: resend policy.
         output: ``"topk"`` or ``"tensor"`` (also return the tail's logits).
     """
@@ -112,14 +113,14 @@ class EdgeClient:
         output: str = "topk",
         options: Optional[SocketOptions] = None,
     ) -> None:
+        from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
-        from edgecloud.edge.head import make_head_runner
         from edgecloud.models import load_model
 
         self.spec = spec if spec is not None else load_model(model, weights=weights)
         self.cut = cut
         self.codec_spec = codec
-        self.head = head if head is not None else make_head_runner(self.spec, cut)
+        self.head = head if head is not None else create_head_runner("torch", self.spec, cut)
         self.codec = FeatureCodec.from_spec(codec, calibration=calibration)
         self.top_k = top_k
         self.output = output
