@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -29,6 +28,9 @@ from edgecloud.datasets import ImageFolder
 from edgecloud.models import load_model
 from edgecloud.partition import split
 from edgecloud.transport import FeatureClient, Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_transport import cpu_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
@@ -108,7 +110,7 @@ def run_clients(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", default="blocks.4")
-    parser.add_argument("--requests", type=int, default=96, help="requests per configuration")
+    parser.add_argument("--requests", type=int, default=128, help="requests per configuration")
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--json", default=str(RESULTS / "daemon.json"))
@@ -147,8 +149,7 @@ def main() -> None:
     result = {
         "benchmark": "daemon throughput, EfficientNet-Lite0 tail after "
         f"{args.cut}, q8-ncc-zstd features, window 2 per client",
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads "
-        f"{torch.get_num_threads()}, cpu device",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cpus, daemon on cpu",
         "max_queue_delay_ms": args.max_queue_delay_ms,
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "results": rows,

@@ -94,6 +94,29 @@ def bench_edgecloud(endpoint: str, payload: bytes, n: int) -> List[float]:
     return samples
 
 
+def bench_window(endpoint: str, payload: bytes, n: int, window: int) -> float:
+    """Requests per second with ``window`` requests in flight."""
+    with FeatureClient(endpoint, window=window, timeout_s=30) as client:
+        client.request(Request(model="m", weights_id="w", cut="c", codec="raw"), payload)
+        t0 = time.perf_counter()
+        futures = [
+            client.submit(Request(model="m", weights_id="w", cut="c", codec="raw"), payload)
+            for _ in range(n)
+        ]
+        assert all(f.result().ok for f in futures)
+        return n / (time.perf_counter() - t0)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def bench_bare(endpoint: str, payload: bytes, n: int) -> List[float]:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -130,16 +153,28 @@ def main() -> None:
             row["p50_ratio_vs_bare"] = round(ours["rtt_p50_ms"] / base["rtt_p50_ms"], 3)
             rows.append(row)
             print(json.dumps(row))
+        payload = os.urandom(SIZES["64KB"])
+        window_rows = []
+        for window in (1, 8):
+            rate = bench_window(proto_ep, payload, args.n * 2, window)
+            window_rows.append(
+                {"payload": "64KB", "window": window, "requests_per_s": round(rate, 1)}
+            )
+            print(json.dumps(window_rows[-1]))
+        window_rows[1]["ratio_vs_window_1"] = round(
+            window_rows[1]["requests_per_s"] / window_rows[0]["requests_per_s"], 3
+        )
     finally:
         _stop(proto, proto_ep)
         _stop(bare, bare_ep)
     result = {
         "benchmark": "transport round trip over tcp loopback (edge DEALER -> ROUTER echo)",
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or ''}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cpus",
         "python": platform.python_version(),
         "zmq": zmq.zmq_version(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "results": rows,
+        "pipelining": window_rows,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
