@@ -44,9 +44,10 @@ def registry(lite0):
     return registry
 
 
-def _server(registry, **batching) -> CloudServer:
+def _server(registry, workers: int = 1, **batching) -> CloudServer:
     config = ServerConfig(
         bind="tcp://127.0.0.1:0",
+        workers=workers,
         batching=BatchingConfig(**batching),
         max_message_bytes=1024 * 1024,
         heartbeat_ivl_ms=200,
@@ -58,7 +59,7 @@ def _server(registry, **batching) -> CloudServer:
 
 @pytest.fixture(scope="module")
 def server(registry):
-    server = _server(registry, max_batch_size=8, max_queue_delay_ms=5)
+    server = _server(registry, workers=2, max_batch_size=8, max_queue_delay_ms=5)
     yield server
     server.stop()
 

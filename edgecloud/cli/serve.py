@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stats-interval", type=float, default=None, help="seconds (default 30)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument("--workers", type=int, default=None, help="tail worker threads (default 1)")
     p.add_argument(
         "--curve-secret", default=None, help="CurveZMQ: the daemon's .key_secret (encrypts)"
     )
@@ -89,6 +90,7 @@ def build_config(args: argparse.Namespace):
         "max_message_bytes": args.max_message_bytes,
         "stats_interval_s": args.stats_interval,
         "torch_threads": args.threads,
+        "workers": args.workers,
         "codec_calibrations": args.codec_calibration,
         "curve_secret_file": args.curve_secret,
         "curve_clients_dir": args.curve_clients,

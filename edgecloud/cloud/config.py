@@ -69,6 +69,7 @@ class ServerConfig:
     stats_interval_s: float = 30.0
     codec_calibrations: List[str] = field(default_factory=list)
     torch_threads: int = 0  # 0: torch's default
+    workers: int = 1  # tail threads (batches computed concurrently)
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
     curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)
 
@@ -78,6 +79,8 @@ class ServerConfig:
             raise ConfigError("batching.max_batch_size and batching.queue_size must be >= 1")
         if b.max_queue_delay_ms < 0 or b.request_timeout_s <= 0:
             raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
+        if self.workers < 1:
+            raise ConfigError("workers must be >= 1")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
         if not self.models:

@@ -1,7 +1,7 @@
 """The cloud receiver daemon: ROUTER socket, validation, dynamic batching, tails, replies.
 
 Threads: one I/O thread owns the ROUTER (receives, validates, answers errors, duplicates and
-pings at once, enqueues work, sends replies); ``workers`` threads take batches from the
+pings at once, enqueues work, sends replies); ``config.workers`` threads take batches from the
 :class:`DynamicBatcher`, decode the bitstreams and run the tail. Workers hand replies back to
 the I/O thread through a queue plus an inproc wake-up socket (ZeroMQ sockets are not
 thread-safe).
@@ -9,6 +9,7 @@ thread-safe).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -69,13 +70,11 @@ class CloudServer:
         *,
         registry: Optional[TailRegistry] = None,
         calibrations: Optional[Mapping[str, Any]] = None,
-        workers: int = 1,
     ) -> None:
         self.config = config.validate()
         self.stats = ServerStats()
         self._registry = registry
         self._calibrations = calibrations
-        self._workers_count = workers
         b = config.batching
         self._batcher = DynamicBatcher(
             b.max_batch_size, b.max_queue_delay_ms / 1000.0, b.queue_size
@@ -117,7 +116,7 @@ class CloudServer:
         self._wake_rx.bind(self._wake_addr)
         self._wake_tx = self._ctx.socket(zmq.PUSH)
         self._wake_tx.connect(self._wake_addr)
-        for i in range(self._workers_count):
+        for i in range(self.config.workers):
             thread = threading.Thread(target=self._work, name=f"edgecloud-tail-{i}", daemon=True)
             thread.start()
             self._workers.append(thread)
@@ -170,7 +169,8 @@ class CloudServer:
     # -- I/O thread ---------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        with self._wake_lock:
+        # zmq.Again: wake-ups are already pending, or the I/O thread has finished
+        with self._wake_lock, contextlib.suppress(zmq.Again):
             if not self._wake_tx.closed:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
 

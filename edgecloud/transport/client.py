@@ -135,7 +135,8 @@ class FeatureClient:
     # -- I/O thread ---------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        with self._wake_lock:
+        # zmq.Again: wake-ups are already pending, or the I/O thread has finished
+        with self._wake_lock, contextlib.suppress(zmq.Again):
             if not self._wake_tx.closed:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
 
