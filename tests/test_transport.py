@@ -330,3 +330,25 @@ def test_bad_endpoints_raise_config_errors():
             make_dealer(ctx, "bogus://x")
     finally:
         ctx.term()
+
+
+def test_same_request_id_twice_in_flight_is_refused():
+    release = threading.Event()
+
+    def gated(request: Request, payload: bytes) -> Reply:
+        release.wait(30)
+        return _echo(request, payload)
+
+    server = EchoRouter(gated)
+    try:
+        with FeatureClient(server.endpoint, timeout_s=30) as client:
+            request = _request()
+            first = client.submit(request, b"a")
+            second = client.submit(request, b"a")
+            with pytest.raises(TransportError, match="already in flight"):
+                second.result(10)
+            release.set()
+            assert first.result(10).ok
+    finally:
+        release.set()
+        server.close()

@@ -88,6 +88,7 @@ class FeatureClient:
         self._wake_tx.connect(self._wake_addr)
         self._pending: Dict[str, _Pending] = {}
         self._closed = threading.Event()
+        self._submit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="edgecloud-client", daemon=True)
         self._thread.start()
 
@@ -96,15 +97,18 @@ class FeatureClient:
     def submit(self, request: Request, payload: bytes = b"") -> Future:
         """Send a request; the future resolves to its :class:`Reply` (error replies included)
         or fails with :class:`TransportError` after ``retries`` resends without an answer."""
-        if self._closed.is_set():
-            raise TransportError("client is closed")
+        frames = pack_request(request, payload)
         while not self._slots.acquire(timeout=0.1):
             if self._closed.is_set():
                 raise TransportError("client is closed")
-        future: Future = Future()
-        future.set_running_or_notify_cancel()  # not cancellable: the request is on its way
-        future.add_done_callback(lambda _f: self._slots.release())
-        self._outbox.put((request.id, pack_request(request, payload), future))
+        with self._submit_lock:  # after close() nothing enters the outbox: no orphan futures
+            if self._closed.is_set():
+                self._slots.release()
+                raise TransportError("client is closed")
+            future: Future = Future()
+            future.set_running_or_notify_cancel()  # not cancellable: the request is on its way
+            future.add_done_callback(lambda _f: self._slots.release())
+            self._outbox.put((request.id, frames, future))
         self._wake()
         return future
 
@@ -118,9 +122,10 @@ class FeatureClient:
 
     def close(self) -> None:
         """Stop the I/O thread; unanswered requests fail with :class:`TransportError`."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        with self._submit_lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
         self._wake()
         self._thread.join()
         with self._wake_lock:
@@ -174,6 +179,11 @@ class FeatureClient:
                 request_id, frames, future = self._outbox.get_nowait()
             except queue.Empty:
                 return
+            if request_id in self._pending:
+                future.set_exception(
+                    TransportError(f"request id {request_id} is already in flight")
+                )
+                continue
             self._pending[request_id] = _Pending(
                 frames, future, time.perf_counter() + self.timeout_s
             )
