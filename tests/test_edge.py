@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,23 +57,31 @@ def test_iter_frames_folder_file_and_errors(samples_dir, tmp_path: Path):
         list(iter_frames(bad))
 
 
-def test_video_source_needs_opencv_or_reads_frames(tmp_path: Path, frames):
-    try:
-        import cv2
-    except ImportError:
-        from edgecloud.errors import BackendUnavailableError
+def test_video_without_opencv_names_the_missing_package(tmp_path: Path, monkeypatch):
+    from edgecloud.errors import BackendUnavailableError
 
-        (tmp_path / "clip.mp4").write_bytes(b"\x00" * 100)
-        with pytest.raises(BackendUnavailableError, match="OpenCV"):
-            list(iter_frames(tmp_path / "clip.mp4"))
-        return
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
-    for _ in range(3):
-        writer.write(np.zeros((48, 64, 3), np.uint8))
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as on a machine without OpenCV
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(BackendUnavailableError, match="OpenCV"):
+        list(iter_frames(tmp_path / "clip.mp4"))
+    with pytest.raises(BackendUnavailableError, match="OpenCV"):
+        list(iter_frames(0))
+
+
+def test_video_file_streams_through_the_edge(tmp_path: Path, frames, server, lite0):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"  # a short video made of real photos
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 320))
+    for _name, image in frames[:3]:
+        rgb = np.asarray(image.resize((320, 320)))
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
-    names = [n for n, _ in iter_frames(path)]
-    assert names == ["clip.avi#000000", "clip.avi#000001", "clip.avi#000002"]
+    video = list(iter_frames(path))
+    assert [n for n, _ in video] == ["clip.avi#000000", "clip.avi#000001", "clip.avi#000002"]
+    assert video[0][1].size == (320, 320) and video[0][1].mode == "RGB"
+    with EdgeClient(server.endpoint, spec=lite0, cut=CUT, codec="q8-ncc-zstd") as edge:
+        results = list(edge.stream(video))
+    assert [r.indices[0] for r in results] == _local_top1(lite0, video)
 
 
 class _WatchedHead:
