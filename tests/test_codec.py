@@ -46,6 +46,9 @@ EXACT_SYMBOLS = [
     "q10-ct-rans-minmax-pc",
     "q6-ccd-zstd-mse-pt",
     "q7-ct-zlib-minmax-pt",
+    "q4-ncc-crans-s2-pt",
+    "q3-ccd-crans",
+    "q5-ct-rans-s0.5-pc",
 ]
 LOSSY_IMAGE = ["q8-ct-jpeg90", "q6-ct-webp90", "q8-ncc-webp75"]
 ALL_SPECS = LOSSLESS + ["f16-zstd", "f16-none"] + EXACT_SYMBOLS + LOSSY_IMAGE
@@ -203,6 +206,34 @@ def test_rans_is_close_to_the_empirical_entropy(calib_features):
     assert payload < peek_header(zstd.encode(x)).payload_size
 
 
+def test_step_clip_centres_a_level_on_each_channel_mean(calib_features):
+    cal = CodecCalibration.fit(calib_features, "q4-ncc-rans-s1.5-pt")
+    x = calib_features.reshape(len(calib_features), SHAPE[0], -1).astype(np.float64)
+    mean, step = x.mean(axis=(0, 2)), 1.5 * x.std()
+    np.testing.assert_allclose((cal.hi - cal.lo)[cal.keep], 15 * step, rtol=1e-5)
+    np.testing.assert_allclose(((mean - cal.lo) / step)[cal.keep], 7.0, rtol=1e-5)
+
+
+def test_context_rans_beats_per_channel_rans_on_clustered_activity():
+    rng = np.random.default_rng(7)
+
+    def clustered(n):  # active pixels come in spatial blobs, as in real feature maps
+        blobs = rng.random((n, 8, 4, 4)) < 0.3
+        mask = np.kron(blobs, np.ones((1, 1, 4, 4)))
+        return (rng.laplace(size=mask.shape) * (0.05 + 3 * mask)).astype(np.float32)
+
+    calib, x = clustered(64), clustered(16)
+    sizes, decoded = {}, {}
+    for coder in ("rans", "crans"):
+        spec = f"q4-ncc-{coder}-s1-pt"
+        codec = FeatureCodec.from_spec(spec, CodecCalibration.fit(calib, spec))
+        data = codec.encode(x)
+        sizes[coder] = peek_header(data).payload_size
+        decoded[coder] = codec.decode(data)
+    np.testing.assert_array_equal(decoded["crans"], decoded["rans"])  # same symbols
+    assert sizes["crans"] < 0.9 * sizes["rans"]
+
+
 def test_ccd_permutation_orders_similar_channels_together():
     rng = np.random.default_rng(3)
     base = rng.standard_normal((4, 1, 36))
@@ -255,6 +286,8 @@ def test_vector_features_are_supported():
         ("q3-ct-zstd-p99.9", "q3-ct-zstd-p99.9-pc"),
         ("q2-ncc-lz4-mse-pt", "q2-ncc-lz4-mse-pt"),
         ("jpeg-input-q75", "jpeg-input-q75"),
+        ("q4-ncc-crans-s2.5-pt", "q4-ncc-crans-s2.5-pt"),
+        ("q4-ncc-crans", "q4-ncc-crans-mse-pc"),
     ],
 )
 def test_spec_canonical_forms(text, canonical):
@@ -280,6 +313,8 @@ def test_spec_canonical_forms(text, canonical):
         "q8-ncc-zstd-p40",
         "f16-rans",
         "jpeg-input-q0",
+        "q4-ncc-crans-s0",
+        "q13-ncc-crans",
     ],
 )
 def test_bad_specs_are_rejected(bad):

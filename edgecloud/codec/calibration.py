@@ -11,19 +11,20 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from edgecloud.codec import coders, quantizer, repack
-from edgecloud.codec.arrays import to_float32, to_ncs
+from edgecloud.codec.arrays import to_float32, to_ncs, working_view
 from edgecloud.codec.spec import CodecSpec, parse_spec
 from edgecloud.errors import CalibrationError
 
 CALIBRATION_VERSION = 1
 _ID_RE = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
-_ARRAYS = ("lo", "hi", "fill", "keep", "permutation", "cdfs")
+_ARRAYS = ("lo", "hi", "fill", "keep", "permutation", "cdfs", "mode")
 
 
 @dataclass
@@ -37,9 +38,15 @@ class CodecCalibration:
     fill: np.ndarray  # (C,) value of channels that are not transmitted
     keep: np.ndarray  # (C,) bool, False = constant on the calibration set, pruned
     permutation: np.ndarray  # (C,) transmission order
-    cdfs: np.ndarray  # (C, 2**bits + 2) rANS CDFs, or (0, 0)
+    cdfs: np.ndarray  # rANS CDFs (C * tables per channel, 2**bits + 2), or (0, 0)
+    mode: np.ndarray  # (C,) most frequent symbol per channel (crans contexts), or (0,)
     name: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def rans_tables(self) -> Tuple[List[List[int]], List[int], List[int]]:
+        """The CDFs as the Python lists compressai's coder takes (cached)."""
+        return coders.rans_tables(self.cdfs)
 
     @property
     def id(self) -> str:
@@ -78,7 +85,7 @@ class CodecCalibration:
             lo, hi = quantizer.message_ranges(x, parsed.scope)
         else:
             lo, hi = quantizer.calibrated_ranges(
-                x, parsed.clip, parsed.scope, bits, parsed.percentile
+                x, parsed.clip, parsed.scope, bits, parsed.percentile, parsed.step_sigmas
             )
         keep = chan_hi > chan_lo
         if parsed.scope == "pc":
@@ -91,8 +98,15 @@ class CodecCalibration:
         else:
             permutation = np.arange(x.shape[1], dtype=np.int64)
         cdfs = np.zeros((0, 0), dtype=np.int32)
-        if parsed.coder == "rans":
-            cdfs = coders.rans_cdfs(_histograms(x, parsed, lo, hi))
+        mode = np.zeros(0, dtype=np.int64)
+        if parsed.coder in ("rans", "crans"):
+            sym = _symbols(x, parsed, lo, hi)
+            counts = _histograms(sym, 1 << bits)
+            if parsed.coder == "crans":
+                mode = counts.argmax(axis=1)
+                n, c, h, w = working_view(arr.shape)
+                counts = coders.context_counts(sym.reshape(n, c, h, w), mode, 1 << bits)
+            cdfs = coders.rans_cdfs(counts.reshape(-1, 1 << bits))
         meta = dict(meta, calibration_images=int(x.shape[0]))
         return cls(
             spec=parsed.canonical,
@@ -103,6 +117,7 @@ class CodecCalibration:
             keep=keep,
             permutation=permutation,
             cdfs=cdfs,
+            mode=mode,
             name=name,
             meta=meta,
         )
@@ -164,11 +179,10 @@ class CodecCalibration:
             )
 
 
-def _histograms(x: np.ndarray, spec: CodecSpec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per-channel counts (C, 2**bits) of the quantized calibration symbols."""
-    levels = 1 << spec.bits
+def _symbols(x: np.ndarray, spec: CodecSpec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Calibration symbols (N, C, S) as the codec would make them."""
     if spec.clip == "msg":  # quantize each calibration image as its own message
-        sym = np.concatenate(
+        return np.concatenate(
             [
                 quantizer.quantize(
                     m[None], *quantizer.message_ranges(m[None], spec.scope), spec.bits
@@ -176,8 +190,11 @@ def _histograms(x: np.ndarray, spec: CodecSpec, lo: np.ndarray, hi: np.ndarray) 
                 for m in x
             ]
         )
-    else:
-        sym = quantizer.quantize(x, lo, hi, spec.bits)
+    return quantizer.quantize(x, lo, hi, spec.bits)
+
+
+def _histograms(sym: np.ndarray, levels: int) -> np.ndarray:
+    """Per-channel counts (C, levels) of symbols (N, C, S)."""
     per_channel = np.moveaxis(sym, 1, 0).reshape(sym.shape[1], -1).astype(np.int64)
     offsets = (np.arange(len(per_channel)) * levels)[:, None]
     counts = np.bincount((per_channel + offsets).ravel(), minlength=levels * len(per_channel))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import warnings
 import zlib
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import lz4.block
 import numpy as np
@@ -17,6 +17,7 @@ from PIL import Image
 
 from edgecloud.errors import BitstreamError
 
+RansTables = Tuple[List[List[int]], List[int], List[int]]
 ZSTD_LEVEL = 19
 ZLIB_LEVEL = 9
 RANS_PRECISION = 16
@@ -103,7 +104,8 @@ def rans_cdfs(histograms: np.ndarray) -> np.ndarray:
     )
 
 
-def _rans_tables(cdfs: np.ndarray):
+def rans_tables(cdfs: np.ndarray) -> Tuple[List[List[int]], List[int], List[int]]:
+    """(cdfs, cdf sizes, offsets) as the Python lists compressai's rANS coder takes."""
     tables: List[List[int]] = cdfs.tolist()
     return tables, [cdfs.shape[1]] * len(tables), [0] * len(tables)
 
@@ -112,38 +114,145 @@ def _rans_indexes(channels: Sequence[int], n: int, spatial: int) -> List[int]:
     return np.tile(np.repeat(np.asarray(channels, dtype=np.int64), spatial), n).tolist()
 
 
-def rans_encode(sym: np.ndarray, channels: Sequence[int], cdfs: np.ndarray) -> bytes:
+def rans_encode(sym: np.ndarray, channels: Sequence[int], tables: RansTables) -> bytes:
     """Symbols (N, C', S) of the listed calibration channels -> rANS bytes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from compressai.ans import RansEncoder
 
-    tables, sizes, offsets = _rans_tables(cdfs)
     indexes = _rans_indexes(channels, sym.shape[0], sym.shape[2])
     return RansEncoder().encode_with_indexes(
-        sym.reshape(-1).astype(np.int32).tolist(), indexes, tables, sizes, offsets
+        sym.reshape(-1).astype(np.int32).tolist(), indexes, *tables
     )
 
 
+def _check_symbols(out: np.ndarray, count: int, bits: int, coder: str) -> None:
+    if out.size != count or out.min(initial=0) < 0 or out.max(initial=0) >= 1 << bits:
+        raise BitstreamError(f"{coder} payload decodes to out-of-range symbols")
+
+
 def rans_decode(
-    payload: bytes, channels: Sequence[int], cdfs: np.ndarray, n: int, spatial: int, bits: int
+    payload: bytes, channels: Sequence[int], tables: RansTables, n: int, spatial: int, bits: int
 ) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from compressai.ans import RansDecoder
 
-    tables, sizes, offsets = _rans_tables(cdfs)
     indexes = _rans_indexes(channels, n, spatial)
     try:
         out = np.asarray(
-            RansDecoder().decode_with_indexes(payload, indexes, tables, sizes, offsets),
+            RansDecoder().decode_with_indexes(payload, indexes, *tables),
             dtype=np.int64,
         )
     except Exception as exc:  # the C++ decoder raises assorted errors on garbage
         raise BitstreamError(f"rans payload cannot be decoded: {exc}") from exc
-    if out.size != len(indexes) or out.min(initial=0) < 0 or out.max(initial=0) >= 1 << bits:
-        raise BitstreamError("rans payload decodes to out-of-range symbols")
+    _check_symbols(out, len(indexes), bits, "rans")
     return out.astype(np.uint8 if bits <= 8 else np.uint16).reshape(n, len(channels), spatial)
+
+
+# ---- context-adaptive rANS ("crans"): three checkerboard passes -----------------------------
+# Pass 1 codes the pixels with even row and even column with one table per channel; pass 2 the
+# odd/odd pixels with the number (0..3+) of "active" diagonal neighbours (all from pass 1) as
+# context; pass 3 the rest with the number of active 4-neighbours (from passes 1 and 2).
+# A symbol is active when it differs from its channel's most frequent calibration symbol.
+CONTEXTS = 9
+
+
+def _passes(height: int, width: int) -> List[np.ndarray]:
+    hh, ww = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    p1 = (hh % 2 == 0) & (ww % 2 == 0)
+    p2 = (hh % 2 == 1) & (ww % 2 == 1)
+    return [p1, p2, ~(p1 | p2)]
+
+
+def _neighbours(active: np.ndarray, diagonal: bool) -> np.ndarray:
+    pad = np.pad(active.astype(np.int8), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    if diagonal:
+        parts = (pad[..., :-2, :-2], pad[..., :-2, 2:], pad[..., 2:, :-2], pad[..., 2:, 2:])
+    else:
+        parts = (pad[..., :-2, 1:-1], pad[..., 2:, 1:-1], pad[..., 1:-1, :-2], pad[..., 1:-1, 2:])
+    return np.minimum(sum(parts), 3)
+
+
+def context_index(sym: np.ndarray, mode: np.ndarray, step: int, decoded: np.ndarray) -> np.ndarray:
+    """Context (0..8) of every symbol of pass ``step`` (0, 1, 2) from the decoded ones."""
+    active = (sym != mode[None, :, None, None]) & decoded
+    if step == 0:
+        return np.zeros(sym.shape, dtype=np.int64)
+    return 1 + 4 * (step - 1) + _neighbours(active, diagonal=step == 1)
+
+
+def context_counts(sym: np.ndarray, mode: np.ndarray, levels: int) -> np.ndarray:
+    """Symbol counts (C, CONTEXTS, levels) of calibration symbols (N, C, H, W)."""
+    n, c, h, w = sym.shape
+    counts = np.zeros((c, CONTEXTS, levels), dtype=np.int64)
+    everything = np.ones(sym.shape, dtype=bool)
+    chan = np.broadcast_to(np.arange(c)[None, :, None, None], sym.shape)
+    for step, mask in enumerate(_passes(h, w)):
+        ctx = context_index(sym, mode, step, everything)
+        sel = np.broadcast_to(mask[None, None], sym.shape)
+        flat = (chan[sel] * CONTEXTS + ctx[sel]) * levels + sym[sel].astype(np.int64)
+        counts += np.bincount(flat, minlength=counts.size).reshape(counts.shape)
+    return counts
+
+
+def crans_encode(
+    sym: np.ndarray, channels: Sequence[int], tables: RansTables, mode: np.ndarray
+) -> bytes:
+    """Symbols (N, C', H, W) of the listed calibration channels -> context-coded rANS bytes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from compressai.ans import RansEncoder
+
+    chans = np.asarray(channels, dtype=np.int64)
+    chan = np.broadcast_to(chans[None, :, None, None], sym.shape)
+    mode_k = mode[chans]
+    everything = np.ones(sym.shape, dtype=bool)
+    symbols, indexes = [], []
+    for step, mask in enumerate(_passes(*sym.shape[2:])):
+        sel = np.broadcast_to(mask[None, None], sym.shape)
+        ctx = context_index(sym, mode_k, step, everything)
+        symbols.append(sym[sel].astype(np.int64))
+        indexes.append(chan[sel] * CONTEXTS + ctx[sel])
+    return RansEncoder().encode_with_indexes(
+        np.concatenate(symbols).tolist(), np.concatenate(indexes).tolist(), *tables
+    )
+
+
+def crans_decode(
+    payload: bytes,
+    channels: Sequence[int],
+    tables: RansTables,
+    mode: np.ndarray,
+    shape: Tuple[int, int, int, int],
+    bits: int,
+) -> np.ndarray:
+    """Inverse of :func:`crans_encode` -> symbols of ``shape`` (N, C', H, W)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from compressai.ans import RansDecoder
+
+    chans = np.asarray(channels, dtype=np.int64)
+    chan = np.broadcast_to(chans[None, :, None, None], shape)
+    mode_k = mode[chans]
+    sym = np.zeros(shape, dtype=np.int64)
+    decoded = np.zeros(shape, dtype=bool)
+    decoder = RansDecoder()
+    try:
+        decoder.set_stream(payload)
+        for step, mask in enumerate(_passes(*shape[2:])):
+            sel = np.broadcast_to(mask[None, None], shape)
+            ctx = context_index(sym, mode_k, step, decoded)
+            indexes = (chan[sel] * CONTEXTS + ctx[sel]).tolist()
+            out = np.asarray(decoder.decode_stream(indexes, *tables), np.int64)
+            _check_symbols(out, len(indexes), bits, "crans")
+            sym[sel] = out
+            decoded |= sel
+    except BitstreamError:
+        raise
+    except Exception as exc:  # the C++ decoder raises assorted errors on garbage
+        raise BitstreamError(f"crans payload cannot be decoded: {exc}") from exc
+    return sym.astype(np.uint8 if bits <= 8 else np.uint16)
 
 
 def _to_8bit(frame: np.ndarray, bits: int, lossy: bool) -> np.ndarray:

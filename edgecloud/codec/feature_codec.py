@@ -89,8 +89,13 @@ class FeatureCodec:
 
     def _encode_symbols(self, sym: np.ndarray, order: np.ndarray, h: int, w: int) -> bytes:
         spec = self.spec
+        cal = self.calibration
         if spec.coder == "rans":
-            return coders.rans_encode(sym, order, self.calibration.cdfs)
+            return coders.rans_encode(sym, order, cal.rans_tables)
+        if spec.coder == "crans":
+            return coders.crans_encode(
+                sym.reshape(sym.shape[:2] + (h, w)), order, cal.rans_tables, cal.mode
+            )
         if spec.image_coder:
             frame = repack.to_frame(sym, h, w, tiled=spec.repack == "ct")
             return coders.encode_image(spec.coder, spec.quality, frame, spec.bits)
@@ -208,7 +213,12 @@ def _decode_symbols(
 ) -> np.ndarray:
     k = len(order)
     if spec.coder == "rans":
-        return coders.rans_decode(payload, order, cal.cdfs, n, h * w, spec.bits)
+        return coders.rans_decode(payload, order, cal.rans_tables, n, h * w, spec.bits)
+    if spec.coder == "crans":
+        sym = coders.crans_decode(
+            payload, order, cal.rans_tables, cal.mode, (n, k, h, w), spec.bits
+        )
+        return sym.reshape(n, k, h * w)
     tiled = spec.repack == "ct"
     if spec.image_coder:
         shape = repack.frame_shape(n, k, h, w, tiled)

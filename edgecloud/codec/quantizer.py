@@ -60,15 +60,30 @@ def _subsample(rows: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def calibrated_ranges(
-    x: np.ndarray, clip: str, scope: str, bits: int, percentile: Optional[float] = None
+    x: np.ndarray,
+    clip: str,
+    scope: str,
+    bits: int,
+    percentile: Optional[float] = None,
+    step_sigmas: Optional[float] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Clip ranges fitted on calibration features ``x`` (N, C, S).
 
     ``clip``: ``minmax``; ``pNN`` (percentile ``percentile`` and ``100 - percentile``);
-    ``mse`` (pair of tail fractions minimising the quantization MSE at ``bits``).
+    ``mse`` (pair of tail fractions minimising the quantization MSE at ``bits``);
+    ``sX`` (step ``step_sigmas`` standard deviations, a level exactly at the mean, the
+    ``2**bits`` levels spread around it: a mid-tread uniform quantizer, whose rate is set by
+    the step rather than the bit depth when entropy-coded). ``sX`` ranges are always per
+    channel (each centred on its channel's mean); ``scope`` ``pt`` shares one step (X times the
+    tensor's standard deviation), ``pc`` scales it with each channel's deviation.
     """
     rows = _channels(x, scope).astype(np.float64)
-    if clip == "minmax":
+    if step_sigmas is not None:  # centred per channel; scope only decides the step
+        step = step_sigmas * rows.std(axis=1)
+        levels = (1 << bits) - 1
+        lo = _channels(x, "pc").mean(axis=1) - (levels // 2) * step
+        hi = lo + levels * step
+    elif clip == "minmax":
         lo, hi = rows.min(axis=1), rows.max(axis=1)
     elif percentile is not None:
         lo = np.percentile(rows, 100.0 - percentile, axis=1)

@@ -8,8 +8,10 @@ Grammar (tokens separated by ``-``)::
     jpeg-input-qNN                        pseudo-codec: send the 224x224 crop as JPEG
 
 BITS 1..16; REPACK ``ncc`` | ``ccd`` | ``ct``; CODER ``none`` | ``zlib`` | ``zstd`` | ``lz4`` |
-``rans`` | ``png`` | ``webp`` (lossless) | ``webpNN`` (lossy, quality NN) | ``jpegNN``;
-CLIP ``msg`` (min/max of each message) | ``minmax`` | ``pNN[.N]`` (percentile) | ``mse``;
+``rans`` (per-channel tables) | ``crans`` (context-adaptive tables) | ``png`` |
+``webp`` (lossless) | ``webpNN`` (lossy, quality NN) | ``jpegNN``;
+CLIP ``msg`` (min/max of each message) | ``minmax`` | ``pNN[.N]`` (percentile) | ``mse`` |
+``sX`` (step X standard deviations, levels centred on the calibration mean);
 SCOPE ``pt`` (per tensor) | ``pc`` (per channel).
 """
 
@@ -28,8 +30,9 @@ SCOPES = ("pt", "pc")
 RANS_MAX_BITS = 12
 IMAGE_8BIT_CODERS = ("webp", "jpeg")
 
-_CODER_RE = re.compile(r"^(none|zlib|zstd|lz4|rans|png|webp|webp\d{1,3}|jpeg\d{1,3})$")
+_CODER_RE = re.compile(r"^(none|zlib|zstd|lz4|rans|crans|png|webp|webp\d{1,3}|jpeg\d{1,3})$")
 _PERCENTILE_RE = re.compile(r"^p(\d{2}(?:\.\d+)?)$")
+_STEP_RE = re.compile(r"^s(\d{1,2}(?:\.\d+)?)$")
 _JPEG_INPUT_RE = re.compile(r"^jpeg-input-q(\d{1,3})$")
 
 
@@ -66,12 +69,17 @@ class CodecSpec:
     def needs_calibration(self) -> bool:
         """True when the codec cannot run without a CodecCalibration."""
         return self.kind == "quant" and (
-            self.clip != "msg" or self.repack == "ccd" or self.coder == "rans"
+            self.clip != "msg" or self.repack == "ccd" or self.coder in ("rans", "crans")
         )
 
     @property
     def percentile(self) -> Optional[float]:
         m = _PERCENTILE_RE.match(self.clip)
+        return float(m.group(1)) if m else None
+
+    @property
+    def step_sigmas(self) -> Optional[float]:
+        m = _STEP_RE.match(self.clip)
         return float(m.group(1)) if m else None
 
     @property
@@ -120,8 +128,8 @@ def parse_spec(spec: str) -> CodecSpec:
         raise CodecSpecError(f"codec spec {spec!r}: repack {repack!r} is not one of {REPACKS}")
     if not _CODER_RE.match(coder_text):
         raise CodecSpecError(
-            f"codec spec {spec!r}: unknown coder {coder_text!r} (none, zlib, zstd, lz4, rans, png, "
-            "webp, webpNN, jpegNN)"
+            f"codec spec {spec!r}: unknown coder {coder_text!r} (none, zlib, zstd, lz4, rans, "
+            "crans, png, webp, webpNN, jpegNN)"
         )
     lossy = re.match(r"^(webp|jpeg)(\d+)$", coder_text)
     coder = lossy.group(1) if lossy else coder_text
@@ -133,27 +141,34 @@ def parse_spec(spec: str) -> CodecSpec:
         if extra in SCOPES and scope is None:
             scope = extra
         elif (
-            (extra in ("msg",) + CLIPS_CALIBRATED or _PERCENTILE_RE.match(extra))
+            (
+                extra in ("msg",) + CLIPS_CALIBRATED
+                or _PERCENTILE_RE.match(extra)
+                or _STEP_RE.match(extra)
+            )
             and clip is None
             and scope is None
         ):
             clip = extra
         else:
             raise CodecSpecError(
-                f"codec spec {spec!r}: bad option {extra!r} (CLIP msg|minmax|pNN|mse, then "
+                f"codec spec {spec!r}: bad option {extra!r} (CLIP msg|minmax|pNN|mse|sX, then "
                 "SCOPE pt|pc)"
             )
     if clip is not None:
         m = _PERCENTILE_RE.match(clip)
         if m and not 50.0 < float(m.group(1)) < 100.0:
             raise CodecSpecError(f"codec spec {spec!r}: percentile must be in (50, 100)")
-    calibrated_anyway = repack == "ccd" or coder == "rans"
+        m = _STEP_RE.match(clip)
+        if m and not float(m.group(1)) > 0:
+            raise CodecSpecError(f"codec spec {spec!r}: step must be > 0 standard deviations")
+    calibrated_anyway = repack == "ccd" or coder in ("rans", "crans")
     if clip is None:
         clip = "mse" if calibrated_anyway else "msg"
     if scope is None:
         scope = "pc" if clip != "msg" else "pt"
-    if coder == "rans" and bits > RANS_MAX_BITS:
-        raise CodecSpecError(f"codec spec {spec!r}: rans supports at most {RANS_MAX_BITS} bits")
+    if coder in ("rans", "crans") and bits > RANS_MAX_BITS:
+        raise CodecSpecError(f"codec spec {spec!r}: {coder} supports at most {RANS_MAX_BITS} bits")
     if coder in IMAGE_8BIT_CODERS and bits > 8:
         raise CodecSpecError(f"codec spec {spec!r}: {coder} supports at most 8 bits")
     return CodecSpec(
