@@ -186,8 +186,13 @@ def test_constant_channels_are_pruned_and_restored(feature, calib_features):
     codec = _codec("q4-ccd-rans", calib_features)
     assert not codec.calibration.keep[7] and codec.calibration.keep.sum() == SHAPE[0] - 1
     data = codec.encode(feature)
-    assert not peek_header(data).keep[7]
+    assert peek_header(data).keep is None  # by reference: the calibration's mask
     np.testing.assert_allclose(codec.decode(data)[7], 0.25, atol=1e-6)
+    msg = FeatureCodec.from_spec("q4-ncc-zstd-msg-pc")
+    data = msg.encode(feature)
+    assert not peek_header(data).keep[7] and peek_header(data).keep.sum() == SHAPE[0] - 1
+    np.testing.assert_allclose(msg.decode(data)[7], 0.25, atol=1e-6)
+    assert peek_header(FeatureCodec.from_spec("q4-ncc-zstd").encode(feature)).keep is None
 
 
 def test_rans_is_close_to_the_empirical_entropy(calib_features):

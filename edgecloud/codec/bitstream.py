@@ -9,7 +9,8 @@ All integers little-endian::
     shape        u8 ndim + u32 per dimension
     calibration  u8 length + ASCII calibration id; if length > 0: 8-byte hash prefix
     clip ranges  u16 count + count float32 lo + count float32 hi (per-message ranges; 0 if none)
-    channel mask u16 channels + ceil(channels / 8) bytes, bit set = channel transmitted (0 if none)
+    channel mask u16 channels + ceil(channels / 8) bytes, bit set = channel transmitted; 0 when
+                 every channel is sent or the calibration (referenced by hash) defines the mask
     payload      u32 length + payload bytes
     crc32        u32 over every byte before it
 

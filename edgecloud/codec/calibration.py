@@ -50,7 +50,9 @@ class CodecCalibration:
 
     @property
     def id(self) -> str:
-        return self.name or f"{self.spec}-c{self.channels}-{self.hash[:8]}"
+        """``name`` if given, else the first 8 hex digits of the hash (short: it is in every
+        bitstream; the spec, model and cut are in the file's header)."""
+        return self.name or self.hash[:8]
 
     @property
     def hash(self) -> str:

@@ -76,9 +76,10 @@ class FeatureCodec:
             lo, hi = quantizer.message_ranges(x, spec.scope)
             keep = hi > lo if spec.scope == "pc" else np.ones(c, dtype=bool)
             fields.update(lo=lo, hi=hi)
-        else:
+            if not keep.all():  # otherwise the mask is omitted: every channel is sent
+                fields["keep"] = keep
+        else:  # the calibration (referenced by hash) says which channels are sent
             lo, hi, keep = cal.lo, cal.hi, cal.keep
-        fields["keep"] = keep
         if cal is not None:
             fields.update(calibration_id=cal.id, calibration_hash=cal.hash)
         permutation = cal.permutation if cal is not None else np.arange(c)
@@ -173,21 +174,21 @@ def _decode_quant(
     cal: Optional[CodecCalibration],
 ) -> np.ndarray:
     n, c, h, w = working_view(header.shape)
-    if header.keep is None or header.keep.size != c:
+    if header.keep is not None and header.keep.size != c:
         raise BitstreamError(f"bitstream channel mask does not match {c} channels")
-    keep = header.keep
     if spec.clip == "msg":
         nr = c if spec.scope == "pc" else 1
         if header.lo is None or header.lo.size != nr:
             raise BitstreamError(f"bitstream of {spec.canonical!r} lacks its {nr} clip ranges")
         lo, hi = header.lo, header.hi
         fill = np.broadcast_to(lo, (c,))
+        keep = header.keep if header.keep is not None else np.ones(c, dtype=bool)
     else:
         if cal.channels != c:
             raise BitstreamError(f"calibration {cal.id} is for {cal.channels} channels, not {c}")
-        if not np.array_equal(keep, cal.keep):
-            raise BitstreamError("bitstream channel mask differs from its calibration's")
-        lo, hi, fill = cal.lo, cal.hi, cal.fill
+        if header.keep is not None:
+            raise BitstreamError("calibrated bitstream carries its own channel mask")
+        lo, hi, fill, keep = cal.lo, cal.hi, cal.fill, cal.keep
     permutation = cal.permutation if cal is not None else np.arange(c)
     order = repack.channel_order(permutation, keep)
     out = np.empty((n, c, h * w), dtype=np.float32)
