@@ -18,6 +18,7 @@ from edgecloud.codec import (
     bitstream,
     coders,
     decode_bitstream,
+    load_calibrations,
     parse_spec,
     peek_header,
     quantizer,
@@ -436,6 +437,7 @@ def test_calibration_file_round_trip(tmp_path, feature, calib_features):
     assert path.name == f"{cal.id}.npz" and path.stat().st_size < 20_000
     loaded = CodecCalibration.load(path)
     assert loaded.hash == cal.hash and loaded.id == cal.id
+    assert set(load_calibrations(tmp_path)) == {cal.id}
     assert loaded.meta == {"model": "synthetic", "calibration_images": 24}
     data = FeatureCodec.from_spec("q3-ccd-rans-p99.9-pc", cal).encode(feature)
     np.testing.assert_array_equal(
@@ -447,6 +449,8 @@ def test_calibration_file_round_trip(tmp_path, feature, calib_features):
 def test_damaged_calibration_files_are_rejected(tmp_path, calib_features):
     with pytest.raises(CalibrationError, match="does not exist"):
         CodecCalibration.load(tmp_path / "missing.npz")
+    with pytest.raises(CalibrationError, match="does not exist"):
+        load_calibrations(tmp_path / "nowhere")
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     with pytest.raises(CalibrationError, match="unreadable"):
         CodecCalibration.load(tmp_path / "junk.npz")

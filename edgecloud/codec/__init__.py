@@ -10,7 +10,7 @@ Spec grammar: see :mod:`edgecloud.codec.spec` and docs/codec.md.
 from __future__ import annotations
 
 from edgecloud.codec.bitstream import FORMAT_VERSION, BitstreamHeader, peek_header
-from edgecloud.codec.calibration import CodecCalibration
+from edgecloud.codec.calibration import CodecCalibration, load_calibrations
 from edgecloud.codec.feature_codec import FeatureCodec, decode_bitstream
 from edgecloud.codec.image_input import ImageInputCodec
 from edgecloud.codec.spec import CodecSpec, parse_spec
@@ -27,6 +27,7 @@ __all__ = [
     "FeatureCodec",
     "ImageInputCodec",
     "decode_bitstream",
+    "load_calibrations",
     "parse_spec",
     "peek_header",
 ]

@@ -201,3 +201,12 @@ def _histograms(sym: np.ndarray, levels: int) -> np.ndarray:
     offsets = (np.arange(len(per_channel)) * levels)[:, None]
     counts = np.bincount((per_channel + offsets).ravel(), minlength=levels * len(per_channel))
     return counts.reshape(len(per_channel), levels)
+
+
+def load_calibrations(directory: Union[str, Path]) -> Dict[str, CodecCalibration]:
+    """Every ``*.npz`` codec calibration in ``directory``, keyed by id (for decode_bitstream)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise CalibrationError(f"calibration directory {folder} does not exist")
+    cals = [CodecCalibration.load(path) for path in sorted(folder.glob("*.npz"))]
+    return {cal.id: cal for cal in cals}
