@@ -53,6 +53,8 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         self.input_shape = shape_tuple(spec.input_shape)
         self.threads = threads
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self.providers = self._providers(ort, device)
+        self.device = device or "cpu"
         if int8:
             if int8_graph not in INT8_GRAPHS:
                 raise CalibrationError(
@@ -74,8 +76,6 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.providers = self._providers(ort, device)
-        self.device = device or "cpu"
         self.session = ort.InferenceSession(str(path), options, providers=self.providers)
         self.input_name = self.session.get_inputs()[0].name
 

@@ -41,6 +41,7 @@ DEFAULT_ROOT = "calibration"
 MANIFEST = "manifest.json"
 FORMAT = "edgecloud-int8-calibration/1"
 INT8_MAX = 127
+OUTPUT_SUFFIX = "_QuantizeLinear_Input"
 # Quantize the inputs of these ops (TensorRT's recommended Q/DQ placement); Conv outputs are
 # left in float so that Conv + activation fuse before the next quantizer.
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat", "AveragePool"]
@@ -232,13 +233,18 @@ def activation_scales(qdq_model) -> Dict[str, float]:
     from onnx import numpy_helper
 
     inits = {init.name: init for init in qdq_model.graph.initializer}
+    outputs = {o.name for o in qdq_model.graph.output}
     scales: Dict[str, float] = {}
     for node in qdq_model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in inits:
             scale = numpy_helper.to_array(inits[node.input[1]])
             if scale.size != 1:
                 raise CalibrationError(f"activation {node.input[0]!r} has per-channel scales")
-            scales[node.input[0]] = float(scale.reshape(()))
+            name = node.input[0]
+            # The quantizer renames a quantized graph output X to X + this suffix.
+            if name.endswith(OUTPUT_SUFFIX) and name[: -len(OUTPUT_SUFFIX)] in outputs:
+                name = name[: -len(OUTPUT_SUFFIX)]
+            scales[name] = float(scale.reshape(()))
     return scales
 
 
