@@ -100,7 +100,8 @@ def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):
     argv = ["sweep", "--data", str(samples_dir), "--cuts", "blocks.5", "--codecs", "q8-ncc-lz4"]
     argv += ["--bits", "8,3", "--limit", "8", "--calib-images", "0", "--workers", "0"]
     argv += ["--csv", str(csv_path), "--no-progress"]
-    assert main(argv + ["--json", str(json_path), "--plot", str(plot)]) == 0
+    md = tmp_path / "s.md"
+    assert main(argv + ["--json", str(json_path), "--plot", str(plot), "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert "evaluation: 8 images" in out and "q3-ncc-lz4-msg-pt" in out
     with csv_path.open() as fh:
@@ -110,6 +111,7 @@ def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):
         ]
     assert len(json.loads(json_path.read_text())["rows"]) == 2
     assert plot.stat().st_size > 10_000
+    assert md.read_text().count("| blocks.5 | `q") == 2
     assert main(argv + ["--resume", "--codecs", "q8-ncc-lz4,f16-lz4"]) == 0
     out = capsys.readouterr().out
     assert "resuming: 2 rows" in out

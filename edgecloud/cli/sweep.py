@@ -76,6 +76,9 @@ def register(subparsers) -> None:
         action="store_true",
         help="with --csv: keep the rows already in the CSV and run only the missing ones",
     )
+    parser.add_argument(
+        "--markdown", default=None, help="also write the results as a Markdown table to PATH"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_output_options(parser, plot=True)
     parser.set_defaults(func=run)
@@ -95,7 +98,7 @@ def _typed(row):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecloud.experiments.plots import plot_rate_accuracy
+    from edgecloud.experiments.plots import markdown_table, plot_rate_accuracy
     from edgecloud.experiments.sweep import CsvLog, Sweep, SweepData, expand_codecs
     from edgecloud.models import load_model
     from edgecloud.partition import default_cut, get_cut
@@ -137,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     if rows:
         print(f"uncompressed top1 {rows[0]['ref_top1']:.4f} on {rows[0]['images']} images")
     write_json(args.json_path, {"data": data.describe(), "rows": rows})
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_table(rows))
     if args.plot:
         print(f"plot: {plot_rate_accuracy(rows, args.plot)}")
     return 0

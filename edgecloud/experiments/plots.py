@@ -51,3 +51,34 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+MARKDOWN_COLUMNS = (
+    ("cut", "cut", "{}"),
+    ("codec", "codec", "`{}`"),
+    ("bytes_per_image", "bytes/image", "{:.0f}"),
+    ("bits_per_element", "bits/element", "{:.3f}"),
+    ("top1", "top-1 %", "{:.2f}"),
+    ("top1_drop", "drop (points)", "{:+.2f}"),
+    ("fidelity", "fidelity %", "{:.2f}"),
+    ("encode_ms", "encode ms", "{:.2f}"),
+    ("decode_ms", "decode ms", "{:.2f}"),
+)
+_PERCENT = {"top1", "top1_drop", "fidelity"}
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """Sweep rows as a Markdown table, by cut then bytes/image (percentages for accuracies)."""
+    order = sorted(rows, key=lambda r: (str(r["cut"]) != "input", str(r["cut"]),
+                                        float(r["bytes_per_image"])))  # fmt: skip
+    lines = ["| " + " | ".join(title for _, title, _ in MARKDOWN_COLUMNS) + " |"]
+    lines.append("|" + "|".join("---" for _ in MARKDOWN_COLUMNS) + "|")
+    for row in order:
+        cells = []
+        for key, _, fmt in MARKDOWN_COLUMNS:
+            value = row[key]
+            if key in _PERCENT:
+                value = 100.0 * float(value)
+            cells.append(fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -178,12 +178,11 @@ class Sweep:
         return self._ref
 
     def rows(self) -> Iterator[Dict[str, object]]:
-        ref = self.reference()
         feature_codecs = [c for c in self.codecs if parse_spec(c).kind != "image-input"]
         input_codecs = [c for c in self.codecs if parse_spec(c).kind == "image-input"]
         for codec in input_codecs:
             if not self.skip(INPUT_CUT, codec):
-                yield self._input_row(codec, ref)
+                yield self._input_row(codec, self.reference())
         for cut in self.cuts:
             todo = [c for c in feature_codecs if not self.skip(cut, c)]
             if not todo:
@@ -193,7 +192,7 @@ class Sweep:
                 cf = self._cut_features(head, cut, Path(tmp))
                 tail_ms = self._tail_ms(tail, cf.features)
                 for codec in todo:
-                    yield self._feature_row(cut, codec, tail, cf, tail_ms, ref)
+                    yield self._feature_row(cut, codec, tail, cf, tail_ms, self.reference())
 
     def _cut_features(self, head, cut: str, tmp: Path) -> _CutFeatures:
         n = len(self.data.evaluation)
