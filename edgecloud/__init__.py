@@ -28,8 +28,9 @@ _EXPORTS = {
     "CodecCalibration": "edgecloud.codec",
     "HeadRunner": "edgecloud.backends",
     "create_head_runner": "edgecloud.backends",
-    "EdgeClient": "edgecloud.transport",
+    "EdgeClient": "edgecloud.edge",
     "CloudServer": "edgecloud.cloud",
+    "ServerConfig": "edgecloud.cloud",
 }
 
 __all__ = ["__version__", *_EXPORTS]
