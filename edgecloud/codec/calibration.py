@@ -54,7 +54,7 @@ class CodecCalibration:
         bitstream; the spec, model and cut are in the file's header)."""
         return self.name or self.hash[:8]
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """sha256 (hex) over the spec, channel count and all arrays."""
         h = hashlib.sha256()

@@ -110,6 +110,16 @@ def rans_tables(cdfs: np.ndarray) -> Tuple[List[List[int]], List[int], List[int]
     return tables, [cdfs.shape[1]] * len(tables), [0] * len(tables)
 
 
+def _used_tables(tables: RansTables, indexes: np.ndarray) -> Tuple[List[int], RansTables]:
+    """Only the tables ``indexes`` use (compressai converts every table passed, per call)."""
+    cdfs, sizes, offsets = tables
+    present = np.bincount(indexes, minlength=len(cdfs)) > 0
+    used = np.flatnonzero(present)
+    remapped = (np.cumsum(present) - 1)[indexes]
+    subset = ([cdfs[i] for i in used], [sizes[i] for i in used], [offsets[i] for i in used])
+    return remapped.tolist(), subset
+
+
 def _rans_indexes(channels: Sequence[int], n: int, spatial: int) -> List[int]:
     return np.tile(np.repeat(np.asarray(channels, dtype=np.int64), spatial), n).tolist()
 
@@ -214,9 +224,8 @@ def crans_encode(
         ctx = context_index(sym, mode_k, step, everything)
         symbols.append(sym[sel].astype(np.int64))
         indexes.append(chan[sel] * CONTEXTS + ctx[sel])
-    return RansEncoder().encode_with_indexes(
-        np.concatenate(symbols).tolist(), np.concatenate(indexes).tolist(), *tables
-    )
+    remapped, used = _used_tables(tables, np.concatenate(indexes))
+    return RansEncoder().encode_with_indexes(np.concatenate(symbols).tolist(), remapped, *used)
 
 
 def crans_decode(
@@ -243,8 +252,8 @@ def crans_decode(
         for step, mask in enumerate(_passes(*shape[2:])):
             sel = np.broadcast_to(mask[None, None], shape)
             ctx = context_index(sym, mode_k, step, decoded)
-            indexes = (chan[sel] * CONTEXTS + ctx[sel]).tolist()
-            out = np.asarray(decoder.decode_stream(indexes, *tables), np.int64)
+            indexes, used = _used_tables(tables, chan[sel] * CONTEXTS + ctx[sel])
+            out = np.asarray(decoder.decode_stream(indexes, *used), np.int64)
             _check_symbols(out, len(indexes), bits, "crans")
             sym[sel] = out
             decoded |= sel
