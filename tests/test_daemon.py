@@ -14,7 +14,7 @@ import zmq
 
 from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
 from edgecloud.cloud.config import config_from_dict, load_config
-from edgecloud.codec import FeatureCodec
+from edgecloud.codec import FeatureCodec, bitstream, peek_header
 from edgecloud.errors import ConfigError
 from edgecloud.partition import split
 from edgecloud.transport import ErrorCode, FeatureClient, Request, make_dealer, pack_request
@@ -157,6 +157,11 @@ def test_bad_input_gets_error_replies_while_good_client_is_served(server, lite0,
         wrong_hash = Request(model=lite0.name, weights_id="0" * 16, cut=CUT, codec="raw")
         reply = ask(pack_request(wrong_hash, good_payload))
         assert reply.code == ErrorCode.WEIGHTS_MISMATCH and lite0.weights_id in reply.message
+        # a well-formed raw bitstream whose floats are NaN (the encoder refuses to make one)
+        zeros = FeatureCodec.from_spec("raw").encode(np.zeros((112, 14, 14), np.float32))
+        nan = bitstream.pack(peek_header(zeros), np.full(112 * 14 * 14, np.nan, "<f4").tobytes())
+        reply = ask(pack_request(_infer(lite0, "raw"), nan))
+        assert reply.code == ErrorCode.BAD_BITSTREAM and "NaN" in reply.message
         small = FeatureCodec.from_spec("raw").encode(np.zeros((112, 7, 7), np.float32))
         assert ask(pack_request(_infer(lite0, "raw"), small)).code == ErrorCode.SHAPE_MISMATCH
         rogue.close(0)
@@ -173,7 +178,7 @@ def test_bad_input_gets_error_replies_while_good_client_is_served(server, lite0,
     finally:
         stop.set()
         thread.join(60)
-        ctx.term()
+        ctx.destroy(linger=0)
     assert good and all(r.ok and r.indices[0] == reference["top1"][0] for r in good)
 
 

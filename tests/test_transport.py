@@ -242,7 +242,7 @@ def test_oversized_message_drops_the_peer_but_not_the_server():
             assert client.request(_request(), b"fine").ok
         assert len(server.seen) == 1  # the oversized request never reached the application
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
         server.close()
 
 
@@ -255,7 +255,7 @@ def test_bound_endpoint_resolves_port_zero():
         assert sock.getsockopt(zmq.MAXMSGSIZE) == SocketOptions().max_message_bytes
     finally:
         sock.close(0)
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_request_timestamps_are_set():
@@ -316,7 +316,7 @@ def test_curve_encryption_admits_only_listed_clients(tmp_path):
         thread.join()
         sock.close(0)
         auth.stop()
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_bad_endpoints_raise_config_errors():
@@ -329,7 +329,7 @@ def test_bad_endpoints_raise_config_errors():
         with pytest.raises(ConfigError, match="cannot connect"):
             make_dealer(ctx, "bogus://x")
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 def test_same_request_id_twice_in_flight_is_refused():

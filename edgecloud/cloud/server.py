@@ -190,7 +190,11 @@ class CloudServer:
                     for _ in range(256):  # bounded, so replies are not starved
                         if not self._router.poll(0):
                             break
-                        self._handle(self._router.recv_multipart(copy=False))
+                        frames = self._router.recv_multipart(copy=False)
+                        try:
+                            self._handle(frames)
+                        except Exception:  # a bug must not take the daemon down
+                            log.exception("event=handle_failed")
                 if self._stopping.is_set() and not any(t.is_alive() for t in self._workers):
                     self._flush_outbox()
                     break
@@ -265,7 +269,12 @@ class CloudServer:
 
     def _send(self, identity: bytes, reply: Reply) -> None:
         try:
-            send_frames(self._router, [identity, *pack_reply(reply)], zmq.NOBLOCK)
+            frames = pack_reply(reply)
+        except ValueError as exc:  # e.g. a non-finite score: answer, do not crash
+            log.error("event=reply_unpackable id=%s error=%s", reply.id, exc)
+            frames = pack_reply(Reply.error(reply.id, ErrorCode.INTERNAL, f"bad reply: {exc}"))
+        try:
+            send_frames(self._router, [identity, *frames], zmq.NOBLOCK)
         except zmq.Again:
             self.stats.unroutable += 1
             log.warning("event=reply_dropped reason=hwm id=%s peer=%s", reply.id, identity.hex())
@@ -354,6 +363,15 @@ class CloudServer:
             feature = np.asarray(feature, dtype=np.float32)
             if feature.ndim == len(job.entry.shape) + 1 and feature.shape[0] == 1:
                 feature = feature[0]
+            if not np.isfinite(feature).all():
+                self._reply(
+                    Reply.error(
+                        job.request.id,
+                        ErrorCode.BAD_BITSTREAM,
+                        "decoded feature contains NaN or infinity",
+                    )
+                )
+                continue
             if tuple(feature.shape) != job.entry.shape:
                 self._reply(
                     Reply.error(
