@@ -37,7 +37,9 @@ def parse_device(device: Optional[str]) -> tuple:
         return int(index), None
     if kind == "dla" and (index.isdigit() or not index):
         return 0, int(index or 0)
-    raise BackendUnavailableError(f"tensorrt backend: unknown device {device!r} (cuda:N or dla:K)")
+    raise BackendUnavailableError(
+        f"tensorrt backend: device {device!r} is not cuda[:N] or dla:K (TensorRT needs a GPU)"
+    )
 
 
 class TensorRTHeadRunner(HeadRunner):

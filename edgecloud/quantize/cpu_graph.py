@@ -11,7 +11,9 @@ Each activation quantizer is rewritten:
 - elsewhere: uint8 with zero point 128 and the same scale, which is exactly the signed grid.
 
 Float weights with a Q -> DQ pair (the TensorRT 8.x form) are folded into INT8 initializers
-(the same values ONNX Runtime's QuantizeLinear would compute).
+(the same values ONNX Runtime's QuantizeLinear would compute), and the per-consumer copies of
+an activation quantizer (TensorRT's dedicated Q/DQ pairs) are merged into one, so that a
+convolution whose output feeds two nodes still fuses.
 
 With ``unsigned_after_relu=False`` every activation gets the exact zero-point-128 form
 (bit-for-bit the TensorRT grid, but the ``Clip`` nodes stay and ONNX Runtime is slower).
@@ -41,6 +43,7 @@ def to_uint8_activations(model, *, unsigned_after_relu: bool = True):
     producers = {out: node for node in graph.node for out in node.output}
     rewritten: Dict[str, tuple] = {}  # Q output name -> (scale name, zero point name)
     _fold_weight_quantizers(graph, inits)
+    _merge_duplicate_quantizers(graph, inits)
     producers = {out: node for node in graph.node for out in node.output}
 
     def add_init(array: np.ndarray, name: str) -> str:
@@ -115,6 +118,27 @@ def _fold_weight_quantizers(graph, inits) -> None:
             for i, tensor in enumerate(other.input):
                 if tensor == node.output[0]:
                     other.input[i] = name
+        graph.node.remove(node)
+
+
+def _merge_duplicate_quantizers(graph, inits) -> None:
+    """Keep one activation QuantizeLinear per (input, scale, zero point); rewire the others."""
+    from onnx import numpy_helper
+
+    first = {}
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]]).tobytes()
+        zp = numpy_helper.to_array(inits[node.input[2]]).tobytes()
+        key = (node.input[0], scale, zp)
+        if key not in first:
+            first[key] = node.output[0]
+            continue
+        for other in graph.node:
+            for i, tensor in enumerate(other.input):
+                if tensor == node.output[0]:
+                    other.input[i] = first[key]
         graph.node.remove(node)
 
 
