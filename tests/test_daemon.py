@@ -141,6 +141,12 @@ def test_bad_input_gets_error_replies_while_good_client_is_served(server, lite0,
 
         assert ask([os.urandom(100)]).code == ErrorCode.MALFORMED
         assert ask([os.urandom(100), os.urandom(1000)]).code == ErrorCode.MALFORMED
+        rng = np.random.default_rng(0)
+        for position in rng.integers(0, len(good_payload), size=8):  # single flipped bytes
+            damaged = bytearray(good_payload)
+            damaged[position] ^= 0xFF
+            reply = ask(pack_request(_infer(lite0, "q8-ncc-zstd"), bytes(damaged)))
+            assert reply.code == ErrorCode.BAD_BITSTREAM
         truncated = good_payload[: len(good_payload) // 2]
         assert ask(pack_request(_infer(lite0, "q8-ncc-zstd"), truncated)).code == (
             ErrorCode.BAD_BITSTREAM
