@@ -13,7 +13,10 @@ from edgecloud.cli.common import (
     write_json,
 )
 
-DEFAULT_CODECS = "raw,f16-zstd,q8-ncc-zstd,q4-ccd-rans,q2-ccd-rans,jpeg-input-q75,jpeg-input-q95"
+DEFAULT_CODECS = (
+    "raw,f16-zstd,q8-ncc-zstd,q4-ncc-zstd,q4-ncc-crans-s2-pt,q4-ncc-crans-s2.5-pt,"
+    "jpeg-input-q75,jpeg-input-q95"
+)
 TABLE = [
     "cut",
     "codec",
