@@ -86,6 +86,7 @@ def test_expand_codecs_substitutes_bit_depths():
         "raw",
     ]
     assert codec_family("q3-ccd-rans-mse-pc") == "qB-ccd-rans-mse-pc"
+    assert codec_family("q4-ncc-crans-s2.5-pt") == "qB-ncc-crans-sX-pt"
     with pytest.raises(CodecSpecError):
         expand_codecs(["q8-ncc-zip"], None)
 

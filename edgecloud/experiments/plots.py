@@ -9,10 +9,10 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 
 def codec_family(codec: str) -> str:
-    """Spec with the bit depth / quality replaced by a placeholder: one curve per family."""
+    """Spec with bit depth and step replaced by placeholders: one curve per family."""
     if codec.startswith("jpeg-input-q"):
         return "jpeg-input"
-    return re.sub(r"^q\d+", "qB", codec)
+    return re.sub(r"-s[\d.]+-", "-sX-", re.sub(r"^q\d+", "qB", codec))
 
 
 def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
@@ -26,14 +26,21 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
     for row in rows:
         key = (str(row["cut"]), codec_family(str(row["codec"])))
         curves[key].append((float(row["bytes_per_image"]), 100.0 * float(row["top1"])))
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(13, 7))
+    families = sorted({family for _, family in curves if family != "jpeg-input"})
+    cuts = sorted({cut for cut, family in curves if family != "jpeg-input"})
+    palette = plt.get_cmap("tab20")
+    styles = [("-", "o"), ("--", "^"), (":", "s"), ("-.", "D")]
     for (cut, family), points in sorted(curves.items()):
         points.sort()
         xs, ys = zip(*points)
         if family == "jpeg-input":
-            ax.plot(xs, ys, "k--s", label="JPEG of the 224x224 input", markersize=4)
-        else:
-            ax.plot(xs, ys, "-o", label=f"{cut} {family}", markersize=4)
+            ax.plot(xs, ys, "k--s", label="JPEG of the 224x224 input", markersize=5, linewidth=2)
+            continue
+        line, marker = styles[cuts.index(cut) % len(styles)]
+        color = palette(families.index(family) % 20)
+        ax.plot(xs, ys, linestyle=line, marker=marker, color=color, markersize=4,
+                label=f"{cut} {family}")  # fmt: skip
     if rows:
         ref = 100.0 * float(rows[0]["ref_top1"])
         ax.axhline(ref, color="grey", linestyle=":", label=f"uncompressed ({ref:.1f} %)")
@@ -44,7 +51,7 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
     ax.set_xlabel("bytes per image (bitstream incl. header, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
