@@ -317,3 +317,21 @@ def test_int8_top1_within_one_point(cut, calibrations, lite0, held_out):
     assert fp32_top1 > 0.8  # real weights, real images
     assert int8_top1 >= fp32_top1 - 0.01, (cut, fp32_top1, int8_top1)
     assert agree / EVAL_IMAGES > 0.95
+
+
+def test_calibrate_command(samples_dir, tmp_path, capsys):
+    from edgecloud.cli import main
+
+    out = tmp_path / "cal"
+    code = main(
+        [
+            "calibrate", "--cut", "blocks.0", "--data", str(samples_dir), "--limit", "4",
+            "--verify", "2", "--calibration", str(out), "--json", str(tmp_path / "c.json"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert summary["cut"] == "blocks.0" and summary["images"] == 4
+    assert summary["verify_images"] == 2 and summary["cosine_cpu_graph"] > 0.9
+    assert validate_qdq(CalibrationArtifacts.load(out).qdq_onnx) == []
+    assert "cosine_tensorrt_graph" in capsys.readouterr().out

@@ -158,3 +158,11 @@ def test_bad_device_and_oversized_batch(lite0, tmp_path):
             runner.run(np.zeros((3, 3, 224, 224), np.float32))
     finally:
         runner.close()
+
+
+@pytest.mark.skipif(not REASON.startswith("tensorrt"), reason="tensorrt is installed")
+def test_build_command_reports_missing_tensorrt(capsys):
+    from edgecloud.cli import main
+
+    assert main(["build", "--cut", CUT, "--runs", "0"]) == 1
+    assert "TensorRT is not installed" in capsys.readouterr().err
