@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Dict, Iterator, List, Tuple
 
+from edgecloud.cli.edge import DEFAULT_CODEC, DEFAULT_CUT
 from edgecloud.errors import EdgecloudError
 
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
@@ -29,8 +30,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--model", default="efficientnet_lite0", help="model (default efficientnet_lite0)"
     )
-    p.add_argument("--cut", default="blocks.4", help="cut point (default blocks.4)")
-    p.add_argument("--codec", default="q4-ncc-zstd", help="feature codec (default q4-ncc-zstd)")
+    p.add_argument("--cut", default=DEFAULT_CUT, help=f"cut point (default {DEFAULT_CUT})")
+    p.add_argument(
+        "--codec",
+        default=DEFAULT_CODEC,
+        help=f"feature codec (default {DEFAULT_CODEC}, calibration from the shipped preset)",
+    )
     p.add_argument(
         "--jpeg-quality", type=int, default=90, help="quality of the JPEG baseline (default 90)"
     )
@@ -129,7 +134,8 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
         edge.predict(frames[0][1])  # warm-up: first calls of head and tail are slow
         for result, (_name, image) in zip(edge.stream(frames), frames):
             with torch.inference_mode():
-                local = int(spec.module(spec.preprocessing(image)[None]).argmax())
+                probs = spec.module(spec.preprocessing(image)[None]).softmax(dim=1)[0]
+            local = int(probs.argmax())
             if not result.ok:
                 raise EdgecloudError(f"{result.name}: {result.code}: {result.message}")
             jpeg = jpeg_size(spec, image, args.jpeg_quality)
@@ -139,6 +145,8 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
                     "prediction": result.labels[0],
                     "score": result.scores[0],
                     "same_as_local": result.indices[0] == local,
+                    "local_prediction": spec.labels[local],
+                    "local_score": round(float(probs[local]), 4),
                     "bytes": result.bytes_sent,
                     "jpeg_bytes": jpeg,
                     "jpeg_ratio": round(jpeg / result.bytes_sent, 2),
@@ -152,7 +160,17 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     print(
         format_table(
             rows,
-            ["image", "prediction", "score", "same_as_local", "bytes", "jpeg_bytes", "jpeg_ratio"],
+            [
+                "image",
+                "prediction",
+                "score",
+                "same_as_local",
+                "local_prediction",
+                "local_score",
+                "bytes",
+                "jpeg_bytes",
+                "jpeg_ratio",
+            ],
         )
     )
     print("\nlatency breakdown (ms)\n")
@@ -160,7 +178,8 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     print(format_table(rows, ["image", *stages]))
     agree = sum(r["same_as_local"] for r in rows)
     print(
-        f"\n{agree}/{len(rows)} predictions equal the local full model's; "
+        f"\n{agree}/{len(rows)} predictions equal the local full model's (local_prediction; "
+        f"codec {args.codec} is lossy unless it is raw/f32, so low-score answers may change); "
         "rtt_ms includes the cloud's decode, queue and tail time."
     )
     write_json(

@@ -12,14 +12,20 @@ from edgecloud.cli.common import add_model_options, add_output_options
 
 EPILOG = """\
 examples:
-  edgecloud edge --connect tcp://10.0.0.2:5555 --source photos/ --cut blocks.4
+  edgecloud edge --connect tcp://10.0.0.2:5555 --source photos/     # cut blocks, best codec
+  edgecloud edge --connect tcp://10.0.0.2:5555 --source photos/ --cut blocks.4 --codec q8-ncc-zstd
   edgecloud edge --connect tcp://10.0.0.2:5555 --source clip.mp4 --jsonl results.jsonl
   edgecloud edge --connect tcp://10.0.0.2:5555 --source 0 --codec q8-ncc-zstd   # camera 0
 
 Video files and cameras need OpenCV (pip install 'edgecloud[video]'). One line per frame
 (top-1 label, bytes sent, round trip); --jsonl writes every result with per-stage timings
 (preprocess_ms, head_ms, encode_ms, rtt_ms, decode_ms, queue_ms, tail_ms, server_ms).
+Codecs that need a calibration use the preset shipped for the model, weights and cut
+(edgecloud.presets) unless --codec-calibration is given.
 """
+
+DEFAULT_CUT = "blocks"  # with DEFAULT_CODEC: 1.57 KB/image, -0.82 points top-1 (docs/codec.md)
+DEFAULT_CODEC = "q4-ncc-crans-s2.5-pt"
 
 SUMMARY_STAGES = (
     "preprocess_ms",
@@ -49,10 +55,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="stop after N frames")
     add_model_options(p, cut=True)
     p.add_argument(
-        "--codec", default="q8-ncc-zstd", help="feature codec spec (default q8-ncc-zstd)"
+        "--codec",
+        default=DEFAULT_CODEC,
+        help=f"feature codec spec (default {DEFAULT_CODEC}, with --cut {DEFAULT_CUT})",
     )
     p.add_argument(
-        "--codec-calibration", default=None, help="codec calibration file, if the codec needs one"
+        "--codec-calibration",
+        default=None,
+        help="codec calibration file (default: the shipped preset for model, cut and codec)",
     )
     add_backend_options(p)
     p.add_argument("--window", type=int, default=4, help="frames in flight (default 4)")
@@ -91,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.transport import SocketOptions
 
     spec = load_model(args.model, weights=args.weights)
-    cut = args.cut or "blocks.4"
+    cut = args.cut or DEFAULT_CUT
     calibration = None
     if args.codec_calibration:
         from edgecloud.codec import CodecCalibration

@@ -12,6 +12,7 @@ from edgecloud.cli.common import DEFAULT_MODEL
 
 EPILOG = """\
 examples:
+  edgecloud serve --bind tcp://0.0.0.0:5555              # cuts blocks and blocks.4
   edgecloud serve --bind tcp://0.0.0.0:5555 --cut blocks.4 --cut blocks.5
   edgecloud serve --config serve.toml --device cuda
   edgecloud serve --max-batch-size 1          # dynamic batching off
@@ -38,14 +39,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help=f"model to serve (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="weights file of the model")
     p.add_argument(
-        "--cut", action="append", default=None, help="cut to serve (repeatable; default blocks.4)"
+        "--cut",
+        action="append",
+        default=None,
+        help="cut to serve (repeatable; default blocks and blocks.4)",
     )
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument(
         "--codec-calibration",
         action="append",
         default=None,
-        help="codec calibration file (repeatable)",
+        help="codec calibration file (repeatable), in addition to the shipped presets",
+    )
+    p.add_argument(
+        "--no-codec-presets",
+        dest="codec_presets",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not load the codec calibration presets shipped with edgecloud",
     )
     p.add_argument(
         "--max-batch-size", type=int, default=None, help="1 disables batching (default 8)"
@@ -77,12 +89,14 @@ def register(subparsers: Any) -> None:
 
 def build_config(args: argparse.Namespace):
     """Config file (if any) overridden by the flags that were given."""
-    from edgecloud.cloud.config import ModelConfig, ServerConfig, load_config
+    from edgecloud.cloud.config import SERVED_CUTS, ModelConfig, ServerConfig, load_config
 
     config = load_config(args.config) if args.config else ServerConfig()
     if args.model or args.cut or args.weights:
         config.models = [
-            ModelConfig(args.model or DEFAULT_MODEL, args.cut or ["blocks.4"], weights=args.weights)
+            ModelConfig(
+                args.model or DEFAULT_MODEL, args.cut or list(SERVED_CUTS), weights=args.weights
+            )
         ]
     overrides = {
         "bind": args.bind,
@@ -92,6 +106,7 @@ def build_config(args: argparse.Namespace):
         "torch_threads": args.threads,
         "workers": args.workers,
         "codec_calibrations": args.codec_calibration,
+        "codec_presets": args.codec_presets,
         "curve_secret_file": args.curve_secret,
         "curve_clients_dir": args.curve_clients,
     }

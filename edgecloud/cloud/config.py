@@ -6,6 +6,7 @@ Example ``serve.toml``::
     device = "cpu"                 # or "cuda", "cuda:1"
     max_message_bytes = 16777216   # ZMQ_MAXMSGSIZE: larger messages drop the peer
     codec_calibrations = []        # codec calibration files, for calibrated codec specs
+    codec_presets = true           # also load the calibrations shipped in edgecloud/presets
     # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
     # curve_clients_dir = "keys/clients"             # ... and allow-list of edge public keys
 
@@ -35,6 +36,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python < 3.11 (Jetson)
     import tomli as tomllib
 
+# served without a config: the demo's cut (best codec, calibration preset) and the former default
+SERVED_CUTS = ("blocks", "blocks.4")
+
 
 @dataclass
 class ModelConfig:
@@ -58,7 +62,7 @@ class ServerConfig:
     bind: str = "tcp://127.0.0.1:5555"
     device: str = "cpu"
     models: List[ModelConfig] = field(
-        default_factory=lambda: [ModelConfig("efficientnet_lite0", ["blocks.4"])]
+        default_factory=lambda: [ModelConfig("efficientnet_lite0", list(SERVED_CUTS))]
     )
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_message_bytes: int = 16 * 1024 * 1024
@@ -68,6 +72,7 @@ class ServerConfig:
     reply_cache_ttl_s: float = 60.0
     stats_interval_s: float = 30.0
     codec_calibrations: List[str] = field(default_factory=list)
+    codec_presets: bool = True  # also load edgecloud.presets' calibrations
     torch_threads: int = 0  # 0: torch's default
     workers: int = 1  # tail threads (batches computed concurrently)
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret

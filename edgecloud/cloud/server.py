@@ -101,7 +101,9 @@ class CloudServer:
         if self._registry is None:
             self._registry = TailRegistry.from_config(self.config.models, self.config.device)
         if self._calibrations is None:
-            self._calibrations = _load_calibrations(self.config.codec_calibrations)
+            self._calibrations = _load_calibrations(
+                self.config.codec_calibrations, self.config.codec_presets
+            )
         opts = SocketOptions(
             max_message_bytes=self.config.max_message_bytes,
             heartbeat_ivl_ms=self.config.heartbeat_ivl_ms,
@@ -420,12 +422,12 @@ class CloudServer:
             self._reply(reply)
 
 
-def _load_calibrations(paths: List[str]) -> Dict[str, Any]:
-    if not paths:
-        return {}
+def _load_calibrations(paths: List[str], presets: bool) -> Dict[str, Any]:
+    """The shipped presets (if ``presets``) plus the given files (these win on equal ids)."""
     from edgecloud.codec import CodecCalibration
+    from edgecloud.presets import preset_calibrations
 
-    calibrations = {}
+    calibrations = dict(preset_calibrations()) if presets else {}
     for path in paths:
         calibration = CodecCalibration.load(path)
         calibrations[calibration.id] = calibration

@@ -19,7 +19,7 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, 
 import numpy as np
 from PIL import Image
 
-from edgecloud.errors import ServerError, TransportError
+from edgecloud.errors import CalibrationError, ServerError, TransportError
 from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import Reply, Request
 from edgecloud.transport.sockets import SocketOptions
@@ -121,6 +121,8 @@ class EdgeClient:
         self.cut = cut
         self.codec_spec = codec
         self.head = head if head is not None else create_head_runner("torch", self.spec, cut)
+        if calibration is None:
+            calibration = preset_for(self.spec, cut, codec)
         self.codec = FeatureCodec.from_spec(codec, calibration=calibration)
         self.top_k = top_k
         self.output = output
@@ -225,3 +227,22 @@ class EdgeClient:
             timings=merged,
             tensor=reply.tensor,
         )
+
+
+def preset_for(spec: Any, cut: str, codec: str) -> Any:
+    """The shipped calibration preset for a codec that needs one (None if it needs none);
+    raises CalibrationError naming the missing preset."""
+    from edgecloud.codec import parse_spec
+    from edgecloud.presets import PRESETS, find_preset
+
+    if not parse_spec(codec).needs_calibration:
+        return None
+    preset = find_preset(spec.name, spec.weights_id, cut, codec)
+    if preset is None:
+        shipped = ", ".join(f"{m} {c} {s}" for m, c, s in PRESETS)
+        raise CalibrationError(
+            f"codec {codec!r} needs a calibration and no preset matches model {spec.name} "
+            f"(weights {spec.weights_id}) at cut {cut!r}; give one (--codec-calibration FILE, "
+            f"made with `edgecloud sweep --calibration DIR`) or use a preset ({shipped})"
+        )
+    return preset
