@@ -159,7 +159,7 @@ def load_model(name: str, weights: WeightsArg = None) -> ModelSpec:
                 raise WeightsError(f"weights file {path}: {exc.args[0]}") from exc
         _load_into(module, state_dict, path)
         source = str(path)
-    module.eval()
+    module.eval().requires_grad_(False)  # an inference runtime: no autograd bookkeeping
     return ModelSpec(
         name=name,
         module=module,
