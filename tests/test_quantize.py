@@ -325,7 +325,7 @@ def test_calibrate_command(samples_dir, tmp_path, capsys):
     out = tmp_path / "cal"
     code = main(
         [
-            "calibrate", "--cut", "blocks.0", "--data", str(samples_dir), "--limit", "4",
+            "calibrate", "--cut", "blocks.0", "--data", str(samples_dir), "--calib-images", "4",
             "--verify", "2", "--calibration", str(out), "--json", str(tmp_path / "c.json"),
         ]
     )  # fmt: skip
@@ -333,5 +333,11 @@ def test_calibrate_command(samples_dir, tmp_path, capsys):
     summary = json.loads((tmp_path / "c.json").read_text())
     assert summary["cut"] == "blocks.0" and summary["images"] == 4
     assert summary["verify_images"] == 2 and summary["cosine_cpu_graph"] > 0.9
+    assert (
+        summary["calibration_files"][1]
+        == sorted(p.name for p in (samples_dir / "images").iterdir())[-1]
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "0999_n15075141.jpg" in json.dumps(manifest)  # the last image, not the first
     assert validate_qdq(CalibrationArtifacts.load(out).qdq_onnx) == []
     assert "cosine_tensorrt_graph" in capsys.readouterr().out

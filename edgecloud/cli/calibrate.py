@@ -16,8 +16,8 @@ writes to calibration/<model>/<cut>/ (or --calibration DIR):
   manifest.json        model, weights, cut, method, images, hashes
 
 example:
-  edgecloud calibrate --cut blocks.4 --limit 64 --method minmax
-  edgecloud eval --cut blocks.4 --backend onnxruntime --int8
+  edgecloud calibrate --cut blocks.4 --calib-images 64 --method minmax
+  edgecloud eval --cut blocks.4 --backend onnxruntime --int8 --limit 736   # disjoint images
 """
 
 
@@ -33,7 +33,14 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser, cut=True)
-    add_data_options(parser, limit=64)
+    add_data_options(parser, with_limit=False)
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=64,
+        help="calibrate on the LAST N images of --data (default 64), as `edgecloud sweep` does, "
+        "so that evaluating on the first ones (`eval --limit`) uses disjoint images",
+    )
     parser.add_argument(
         "--method",
         default="minmax",
@@ -53,7 +60,8 @@ def register(subparsers) -> None:
         "--verify",
         type=int,
         default=16,
-        help="compare INT8 and fp32 features on N images after the calibration ones (default 16)",
+        help="compare INT8 and fp32 features on the N images before the calibration ones "
+        "(default 16)",
     )
     add_output_options(parser)
     parser.set_defaults(func=run)
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edgecloud.backends import create_head_runner
     from edgecloud.datasets import ImageFolder
+    from edgecloud.errors import DatasetError
     from edgecloud.models import load_model
     from edgecloud.partition import default_cut, get_cut
     from edgecloud.quantize import calibrate
@@ -73,12 +82,15 @@ def run(args: argparse.Namespace) -> int:
     cut = args.cut or default_cut(spec)
     get_cut(spec, cut)
     dataset = ImageFolder(args.data, spec.preprocessing)
+    if not 0 < args.calib_images <= len(dataset):
+        raise DatasetError(f"--calib-images must be 1..{len(dataset)} for {args.data}")
+    first_calibration = len(dataset) - args.calib_images
     artifacts = calibrate(
         spec,
         cut,
-        dataset,
+        torch.utils.data.Subset(dataset, range(first_calibration, len(dataset))),
         method=args.method,
-        num_images=args.limit or len(dataset),
+        num_images=args.calib_images,
         batch_size=args.batch_size,
         workers=args.workers,
         percentile=args.percentile,
@@ -93,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
         "activation_tensors": artifacts.manifest["activation_tensors"],
         "seconds": artifacts.manifest["seconds"],
     }
-    start = artifacts.manifest["images"]
-    held_out = range(start, min(start + args.verify, len(dataset)))
+    summary["calibration_files"] = [
+        dataset.files[first_calibration].name,
+        dataset.files[-1].name,
+    ]
+    held_out = range(max(0, first_calibration - args.verify), first_calibration)
     if len(held_out):
         batch = torch.stack([dataset[i][0] for i in held_out]).numpy()
         ref = create_head_runner("torch", spec, cut).run(batch)

@@ -28,16 +28,19 @@ def add_model_options(parser: argparse.ArgumentParser, *, cut: bool = False) -> 
         )
 
 
-def add_data_options(parser: argparse.ArgumentParser, *, limit: Optional[int] = None) -> None:
-    """``--data``, ``--limit``, ``--batch-size``, ``--workers``."""
+def add_data_options(
+    parser: argparse.ArgumentParser, *, limit: Optional[int] = None, with_limit: bool = True
+) -> None:
+    """``--data``, ``--limit`` (unless ``with_limit`` is False), ``--batch-size``, ``--workers``."""
     parser.add_argument(
         "--data",
         default=DEFAULT_DATA,
         help=f"image folder, optionally with labels.csv (file,label,...) (default {DEFAULT_DATA})",
     )
-    parser.add_argument(
-        "--limit", type=int, default=limit, help="use only the first N images (sorted by name)"
-    )
+    if with_limit:
+        parser.add_argument(
+            "--limit", type=int, default=limit, help="use only the first N images (sorted by name)"
+        )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument(
         "--workers", type=int, default=2, help="image decoding worker threads (default 2)"

@@ -351,6 +351,7 @@ def calibrate(
         percentile=percentile,
         metadata={"model": spec.name, "weights_id": spec.weights_id, "cut": cut},
     )
+    artifacts.manifest["calibration_files"] = files
     artifacts.manifest["calibration_files_sha256"] = hashlib.sha256(
         "\n".join(files).encode()
     ).hexdigest()
