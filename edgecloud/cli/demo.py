@@ -178,8 +178,8 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     print(format_table(rows, ["image", *stages]))
     agree = sum(r["same_as_local"] for r in rows)
     print(
-        f"\n{agree}/{len(rows)} predictions equal the local full model's (local_prediction; "
-        f"codec {args.codec} is lossy unless it is raw/f32, so low-score answers may change); "
+        f"\n{agree}/{len(rows)} predictions equal the local full model's (local_prediction); "
+        "a lossy codec may change answers the model is unsure of (low local_score). "
         "rtt_ms includes the cloud's decode, queue and tail time."
     )
     write_json(
