@@ -7,7 +7,14 @@ import torch
 
 from edgecloud.errors import CutPointError
 from edgecloud.models import list_models, load_model
-from edgecloud.partition import Partitioner, cut_points, default_cut, get_cut, split
+from edgecloud.partition import (
+    Partitioner,
+    cut_points,
+    default_cut,
+    get_cut,
+    resolve_cut,
+    split,
+)
 from edgecloud.partition.profile import profile_cuts
 
 
@@ -51,6 +58,13 @@ def test_no_cut_inside_a_residual_block(lite0):
     assert not any(n.startswith("blocks.3.1.") for n in names)
     resnet = load_model("resnet18", "random")
     assert not any(n.startswith("layer1.0.conv") for n in (c.name for c in cut_points(resnet)))
+
+
+def test_resolve_cut_defaults_and_validates(lite0):
+    assert resolve_cut(lite0, None) == default_cut(lite0) == "blocks.3"
+    assert resolve_cut(lite0, "blocks") == "blocks"
+    with pytest.raises(CutPointError, match="no cut point 'nope'"):
+        resolve_cut(lite0, "nope")
 
 
 def test_bad_cut_name_lists_valid_ones(lite0):

@@ -61,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     from edgecloud.backends import create_head_runner
     from edgecloud.models import load_model
-    from edgecloud.partition import default_cut, get_cut
+    from edgecloud.partition import resolve_cut
 
     spec = load_model(args.model, args.weights)
-    cut = args.cut or default_cut(spec)
-    get_cut(spec, cut)
+    cut = resolve_cut(spec, args.cut)
     start = time.perf_counter()
     runner = create_head_runner(
         "tensorrt",

@@ -75,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.datasets import ImageFolder
     from edgecloud.errors import DatasetError
     from edgecloud.models import load_model
-    from edgecloud.partition import default_cut, get_cut
+    from edgecloud.partition import resolve_cut
     from edgecloud.quantize import calibrate
 
     spec = load_model(args.model, args.weights)
-    cut = args.cut or default_cut(spec)
-    get_cut(spec, cut)
+    cut = resolve_cut(spec, args.cut)
     dataset = ImageFolder(args.data, spec.preprocessing)
     if not 0 < args.calib_images <= len(dataset):
         raise DatasetError(f"--calib-images must be 1..{len(dataset)} for {args.data}")

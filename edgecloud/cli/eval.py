@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         from edgecloud.backends.options import runner_from_args
-        from edgecloud.partition import default_cut
+        from edgecloud.partition import resolve_cut
 
-        args.cut = args.cut or default_cut(spec)
+        args.cut = resolve_cut(spec, args.cut)
         _, tail = split(spec, args.cut)
         runner = runner_from_args(args, spec, args.cut)
 

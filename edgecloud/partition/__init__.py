@@ -9,6 +9,7 @@ from edgecloud.partition.graph import (
     cut_points,
     default_cut,
     get_cut,
+    resolve_cut,
     split,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "cut_points",
     "default_cut",
     "get_cut",
+    "resolve_cut",
     "split",
 ]

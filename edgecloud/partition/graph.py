@@ -233,6 +233,11 @@ DEFAULT_CUTS = {
 }
 
 
+def resolve_cut(model, name: Optional[str]) -> str:
+    """``name`` checked against the model's cut points, or the model's default cut if None."""
+    return get_cut(model, name or default_cut(model)).name
+
+
 def default_cut(model) -> str:
     """The registry's suggested cut for a ModelSpec (the middle cut point for unknown models)."""
     if model.name in DEFAULT_CUTS:
