@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from edgecloud.cloud.process import DaemonProcess
 from edgecloud.codec import FeatureCodec
 from edgecloud.datasets import ImageFolder
 from edgecloud.models import load_model
@@ -34,36 +34,15 @@ from bench_transport import cpu_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
-BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def start_daemon(cut: str, max_batch: int, delay_ms: float) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            BOOT,
-            "serve",
-            "--bind",
-            "tcp://127.0.0.1:0",
-            "--cut",
-            cut,
-            "--max-batch-size",
-            str(max_batch),
-            "--max-queue-delay-ms",
-            str(delay_ms),
-            "--queue-size",
-            "1024",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        raise RuntimeError(f"daemon did not start: {line!r}")
-    proc.endpoint = line.split()[1]  # type: ignore[attr-defined]
-    return proc
+def start_daemon(cut: str, max_batch: int, delay_ms: float) -> DaemonProcess:
+    daemon = DaemonProcess(
+        ["--bind", "tcp://127.0.0.1:0", "--cut", cut, "--max-batch-size", str(max_batch),
+         "--max-queue-delay-ms", str(delay_ms), "--queue-size", "1024"]
+    )  # fmt: skip
+    daemon.start()
+    return daemon
 
 
 def run_clients(
@@ -140,8 +119,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row))
         finally:
-            daemon.terminate()
-            daemon.wait(60)
+            daemon.stop(60)
     for row in rows:
         if row["batching"]:
             off = next(r for r in rows if not r["batching"] and r["clients"] == row["clients"])

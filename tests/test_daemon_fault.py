@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections import Counter
 
 import torch
 
+from edgecloud.cloud.process import DaemonProcess
 from edgecloud.codec import FeatureCodec
 from edgecloud.partition import split
 from edgecloud.transport import FeatureClient, Request
 
 CUT = "blocks"  # 320x7x7 feature, cheap tail: keeps the test fast
-BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _free_port() -> int:
@@ -25,31 +22,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_daemon(endpoint: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            BOOT,
-            "serve",
-            "--bind",
-            endpoint,
-            "--cut",
-            CUT,
-            "--max-batch-size",
-            "4",
-            "--max-queue-delay-ms",
-            "2",
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), f"daemon did not start: {line!r}"
-    return proc
+def _start_daemon(endpoint: str) -> DaemonProcess:
+    daemon = DaemonProcess(
+        ["--bind", endpoint, "--cut", CUT, "--max-batch-size", "4", "--max-queue-delay-ms", "2",
+         "--threads", "1"]
+    )  # fmt: skip
+    daemon.start()
+    return daemon
 
 
 def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
@@ -76,8 +55,7 @@ def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
                 )
                 futures.append((i, request.id, client.submit(request, payloads[i % 4])))
                 if i == 30:
-                    daemon.send_signal(signal.SIGKILL)  # no goodbye: in-flight frames are lost
-                    daemon.wait(30)
+                    daemon.kill()  # no goodbye: in-flight frames are lost
 
                     def restart() -> None:
                         restarted.append(_start_daemon(endpoint))
@@ -86,10 +64,8 @@ def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
             replies = [(i, rid, f.result(120)) for i, rid, f in futures]
             resent = client.stats.resent
     finally:
-        for proc in [daemon, *restarted]:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+        for process in [daemon, *restarted]:
+            process.stop(60)
     assert restarted, "the daemon was not restarted"
     ids = Counter(rid for _i, rid, _r in replies)
     assert len(ids) == 100 and set(ids.values()) == {1}  # exactly one result per frame

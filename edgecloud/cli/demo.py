@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
-import sys
-import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Tuple
 
 from edgecloud.cli.edge import DEFAULT_CODEC, DEFAULT_CUT
 from edgecloud.errors import EdgecloudError
 
+if TYPE_CHECKING:
+    from edgecloud.cloud.process import DaemonProcess
+
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
-SERVE_BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def register(subparsers: Any) -> None:
@@ -55,54 +54,6 @@ def sample_photos() -> Iterator[Tuple[str, Any]]:
         yield name, Image.fromarray(pixels).convert("RGB")
 
 
-class DaemonProcess:
-    """``edgecloud serve`` in a child process on a free loopback port."""
-
-    def __init__(self, model: str, cut: str, verbose: bool = False) -> None:
-        cmd = [
-            sys.executable,
-            "-c",
-            SERVE_BOOT,
-            "serve",
-            "--bind",
-            "tcp://127.0.0.1:0",
-            "--model",
-            model,
-            "--cut",
-            cut,
-            "--stats-interval",
-            "3600",
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=None if verbose else subprocess.DEVNULL,
-            text=True,
-        )
-
-    def wait_ready(self, timeout: float = 120.0) -> str:
-        """The endpoint the daemon announces with ``READY <endpoint>``."""
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("READY "):
-                return line.split()[1]
-        raise EdgecloudError(f"the demo daemon did not start (exit code {self.proc.poll()})")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: graceful shutdown
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 def jpeg_size(spec: Any, image: Any, quality: int) -> int:
     """Bytes of the model-size crop (what the network sees) as a JPEG."""
     buf = io.BytesIO()
@@ -111,7 +62,13 @@ def jpeg_size(spec: Any, image: Any, quality: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    daemon = DaemonProcess(args.model, args.cut, verbose=getattr(args, "verbose", False))
+    from edgecloud.cloud.process import DaemonProcess
+
+    daemon = DaemonProcess(
+        ["--bind", "tcp://127.0.0.1:0", "--model", args.model, "--cut", args.cut,
+         "--stats-interval", "3600"],
+        verbose=getattr(args, "verbose", False),
+    )  # fmt: skip
     try:
         return _run(args, daemon)
     finally:
@@ -127,8 +84,8 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
 
     spec = load_model(args.model)  # loads while the daemon starts
     frames = list(iter_frames(args.images, args.limit)) if args.images else list(sample_photos())
-    endpoint = daemon.wait_ready()
-    print(f"cloud daemon listening on {endpoint} (child process {daemon.proc.pid})")
+    endpoint = daemon.start()
+    print(f"cloud daemon listening on {endpoint} (child process {daemon.pid})")
     rows: List[Dict[str, Any]] = []
     with EdgeClient(endpoint, spec=spec, cut=args.cut, codec=args.codec, timeout_s=30) as edge:
         edge.predict(frames[0][1])  # warm-up: first calls of head and tail are slow
