@@ -37,6 +37,14 @@ class BitstreamError(EdgecloudError):
     """A feature bitstream that is truncated, corrupted, of a wrong version or calibration."""
 
 
+class BitstreamShapeError(BitstreamError):
+    """A bitstream that declares another tensor shape than the receiver expects."""
+
+
+class BitstreamSizeError(BitstreamError):
+    """A bitstream that declares more elements than the receiver allows."""
+
+
 class CodecSpecError(EdgecloudError, ValueError):
     """A codec spec string that cannot be parsed or is not supported."""
 

@@ -1,8 +1,11 @@
-"""Shared fixtures: the shared ImageNet samples and the real EfficientNet-Lite0."""
+"""Shared fixtures: the shared ImageNet samples, the real EfficientNet-Lite0, free ports and
+``edgecloud serve`` daemons in child processes."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Callable, Iterator, List
 
 import pytest
 import torch
@@ -24,3 +27,30 @@ def lite0():
     from edgecloud.models import load_model
 
     return load_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def free_endpoint() -> str:
+    """``tcp://127.0.0.1:PORT`` with a port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[..., object]]:
+    """``start_daemon(*serve_args)``: an ``edgecloud serve`` child process that has printed
+    READY (``.endpoint``, ``.pid``, ``.proc``); stopped when the test ends."""
+    from edgecloud.cloud.process import DaemonProcess
+
+    started: List[DaemonProcess] = []
+
+    def start(*serve_args: str, bind: str = "tcp://127.0.0.1:0") -> DaemonProcess:
+        daemon = DaemonProcess(["--bind", bind, "--stats-interval", "3600", *serve_args])
+        started.append(daemon)
+        daemon.start()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop(30)

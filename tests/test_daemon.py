@@ -50,7 +50,6 @@ def _server(registry, workers: int = 1, **batching) -> CloudServer:
         workers=workers,
         batching=BatchingConfig(**batching),
         max_message_bytes=1024 * 1024,
-        heartbeat_ivl_ms=200,
     )
     server = CloudServer(config, registry=registry)
     server.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import Counter
 
@@ -16,12 +15,6 @@ from edgecloud.transport import FeatureClient, Request
 CUT = "blocks"  # 320x7x7 feature, cheap tail: keeps the test fast
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_daemon(endpoint: str) -> DaemonProcess:
     daemon = DaemonProcess(
         ["--bind", endpoint, "--cut", CUT, "--max-batch-size", "4", "--max-queue-delay-ms", "2",
@@ -31,7 +24,7 @@ def _start_daemon(endpoint: str) -> DaemonProcess:
     return daemon
 
 
-def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
+def test_client_survives_daemon_kill_and_restart(lite0, samples_dir, free_endpoint):
     from edgecloud.datasets import ImageFolder
 
     ds = ImageFolder(samples_dir, lite0.preprocessing, limit=4)
@@ -43,7 +36,7 @@ def test_client_survives_daemon_kill_and_restart(lite0, samples_dir):
     codec = FeatureCodec.from_spec("q8-ncc-zstd")
     payloads = [codec.encode(f) for f in features]
 
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint
     daemon = _start_daemon(endpoint)
     restarted = []
     try:

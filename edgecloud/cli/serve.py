@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
@@ -19,7 +21,8 @@ examples:
 
 Flags override the config file. The daemon prints "READY <endpoint>" on stdout once it
 listens, logs one key=value line per event and a stats line every --stats-interval seconds,
-and stops gracefully on SIGINT/SIGTERM (queued requests are finished and answered).
+and stops gracefully on SIGINT/SIGTERM: queued requests are finished and answered for at most
+--drain-timeout seconds, the rest are answered shutting_down; a second signal stops at once.
 """
 
 
@@ -69,11 +72,35 @@ def register(subparsers: Any) -> None:
         help="longest wait of a batch's first request for more requests (default 5)",
     )
     p.add_argument(
-        "--queue-size", type=int, default=None, help="bounded queue length (default 256)"
+        "--queue-size", type=int, default=None, help="bounded queue length (default 1024)"
+    )
+    p.add_argument(
+        "--queue-bytes", type=int, default=None, help="bound of queued payload bytes (64 MiB)"
+    )
+    p.add_argument(
+        "--max-inflight-per-client",
+        type=int,
+        default=None,
+        help="requests a client may have queued or computing; beyond: queue_full (default 64)",
+    )
+    p.add_argument(
+        "--rate-per-client",
+        type=float,
+        default=None,
+        help="requests/s per client, beyond: rate_limited (default 0 = unlimited)",
     )
     p.add_argument("--request-timeout", type=float, default=None, help="seconds (default 10)")
     p.add_argument(
-        "--max-message-bytes", type=int, default=None, help="ZMQ_MAXMSGSIZE (default 16 MiB)"
+        "--drain-timeout",
+        type=float,
+        default=None,
+        help="on SIGTERM, seconds to finish queued requests; the rest get shutting_down (5)",
+    )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=None,
+        help="bound on a whole request (default 0: the largest float32 feature served + 64 KiB)",
     )
     p.add_argument("--stats-interval", type=float, default=None, help="seconds (default 30)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
@@ -103,6 +130,7 @@ def build_config(args: argparse.Namespace):
         "device": args.device,
         "max_message_bytes": args.max_message_bytes,
         "stats_interval_s": args.stats_interval,
+        "drain_timeout_s": args.drain_timeout,
         "torch_threads": args.threads,
         "workers": args.workers,
         "codec_calibrations": args.codec_calibration,
@@ -122,6 +150,14 @@ def build_config(args: argparse.Namespace):
     for key, value in batching.items():
         if value is not None:
             setattr(config.batching, key, value)
+    admission = {
+        "queue_bytes": args.queue_bytes,
+        "max_inflight_per_client": args.max_inflight_per_client,
+        "rate_per_client": args.rate_per_client,
+    }
+    for key, value in admission.items():
+        if value is not None:
+            setattr(config.admission, key, value)
     return config.validate()
 
 
@@ -132,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
     endpoint = server.start()
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+    def on_signal(_signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal stops at once
+            signal.signal(sig, signal.SIG_DFL)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -142,5 +179,9 @@ def run(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         pass
     server.stop()
+    # Everything is answered and the socket is closed: end the process now instead of
+    # waiting about a second for the interpreter to tear torch down.
+    logging.shutdown()
     sys.stdout.flush()
-    return 0
+    sys.stderr.flush()
+    os._exit(0)

@@ -4,7 +4,10 @@ Example ``serve.toml``::
 
     bind = "tcp://0.0.0.0:5555"
     device = "cpu"                 # or "cuda", "cuda:1"
-    max_message_bytes = 16777216   # ZMQ_MAXMSGSIZE: larger messages drop the peer
+    max_message_bytes = 0          # bound on a whole request; 0: the largest float32 feature
+                                   # served + 64 KiB (also ZMQ_MAXMSGSIZE: the peer is dropped)
+    drain_timeout_s = 5.0          # on SIGTERM: answer queued work for at most this long
+    reply_cache_bytes = 33554432   # reply cache bound in bytes (and reply_cache_size entries)
     codec_calibrations = []        # codec calibration files, for calibrated codec specs
     codec_presets = true           # also load the calibrations shipped in edgecloud/presets
     # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
@@ -13,8 +16,14 @@ Example ``serve.toml``::
     [batching]
     max_batch_size = 8             # 1 turns dynamic batching off
     max_queue_delay_ms = 5.0       # how long the first request of a batch may wait for more
-    queue_size = 256               # bounded queue; beyond it requests get "queue_full"
+    queue_size = 1024              # bounded queue; beyond it requests get "queue_full"
     request_timeout_s = 10.0       # requests older than this get "timeout" instead of a result
+
+    [admission]
+    max_inflight_per_client = 64   # queued + computing, per client; beyond: "queue_full"
+    queue_bytes = 67108864         # payload bytes queued in all; beyond: "queue_full"
+    rate_per_client = 0.0          # requests/s per client, 0 = unlimited; beyond: "rate_limited"
+    rate_burst = 64                # token-bucket size of the rate limit
 
     [[models]]
     name = "efficientnet_lite0"
@@ -53,8 +62,18 @@ class ModelConfig:
 class BatchingConfig:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 5.0
-    queue_size: int = 256
+    queue_size: int = 1024
     request_timeout_s: float = 10.0
+
+
+@dataclass
+class AdmissionConfig:
+    """Per-client limits and the byte bound of the queue (see edgecloud.cloud.admission)."""
+
+    max_inflight_per_client: int = 64
+    queue_bytes: int = 64 * 1024 * 1024
+    rate_per_client: float = 0.0  # requests/s, 0 = unlimited
+    rate_burst: int = 64
 
 
 @dataclass
@@ -65,10 +84,12 @@ class ServerConfig:
         default_factory=lambda: [ModelConfig("efficientnet_lite0", list(SERVED_CUTS))]
     )
     batching: BatchingConfig = field(default_factory=BatchingConfig)
-    max_message_bytes: int = 16 * 1024 * 1024
-    heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 5000
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    max_message_bytes: int = 0  # 0: derived from the served cuts (see message_limit)
+    drain_timeout_s: float = 5.0
+    keepalive_idle_s: int = 10  # TCP keepalive: a silent peer is probed after this long
     reply_cache_size: int = 4096
+    reply_cache_bytes: int = 32 * 1024 * 1024
     reply_cache_ttl_s: float = 60.0
     stats_interval_s: float = 30.0
     codec_calibrations: List[str] = field(default_factory=list)
@@ -86,14 +107,27 @@ class ServerConfig:
             raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
-        if self.max_message_bytes < 1024:
-            raise ConfigError("max_message_bytes must be at least 1024")
+        if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
+            raise ConfigError("max_message_bytes must be 0 (automatic) or at least 1024")
+        a = self.admission
+        if a.max_inflight_per_client < 1 or a.queue_bytes < 1 or a.rate_burst < 1:
+            raise ConfigError(
+                "admission.max_inflight_per_client, queue_bytes and rate_burst must be >= 1"
+            )
+        if a.rate_per_client < 0 or self.drain_timeout_s < 0:
+            raise ConfigError("admission.rate_per_client and drain_timeout_s must be >= 0")
         if not self.models:
             raise ConfigError("no models configured")
         for model in self.models:
             if not model.cuts:
                 raise ConfigError(f"model {model.name!r} has no cuts")
         return self
+
+
+def message_limit(config: ServerConfig, feature_elements: int) -> int:
+    """Bytes a whole request may have: ``max_message_bytes``, or (0) the float32 bitstream of
+    the largest served feature (``feature_elements``) plus 64 KiB for headers."""
+    return config.max_message_bytes or 4 * feature_elements + 64 * 1024
 
 
 def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
@@ -111,9 +145,11 @@ def config_from_dict(data: Dict[str, Any]) -> ServerConfig:
     """Build and validate a :class:`ServerConfig` from parsed TOML."""
     data = dict(data)
     batching = _build(BatchingConfig, data.pop("batching", {}), "[batching]")
+    admission = _build(AdmissionConfig, data.pop("admission", {}), "[admission]")
     models_data = data.pop("models", None)
     config = _build(ServerConfig, data, "config")
     config.batching = batching
+    config.admission = admission
     if models_data is not None:
         if not isinstance(models_data, list):
             raise ConfigError("models must be an array of tables ([[models]])")

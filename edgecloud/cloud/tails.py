@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from edgecloud.cloud.config import ModelConfig
@@ -92,6 +93,10 @@ class TailRegistry:
                 f"cut {cut!r} of {model!r} is not served (served: {self._models[model]})",
             )
         return entry
+
+    def max_elements(self) -> int:
+        """Elements of the largest feature served (bounds what a request may carry)."""
+        return max(int(np.prod(e.shape)) for e in self._entries.values())
 
     def describe(self) -> Dict[str, Any]:
         """What a ``ping`` reports: model -> cut -> feature shape and weights id."""

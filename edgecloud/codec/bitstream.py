@@ -14,8 +14,9 @@ All integers little-endian::
     payload      u32 length + payload bytes
     crc32        u32 over every byte before it
 
-Anything that does not parse, is cut short, has trailing bytes or fails the CRC raises
-:class:`BitstreamError` with the reason.
+Anything that does not parse, is cut short, has trailing bytes, fails the CRC or declares a
+tensor that is too large (or of another shape than the caller expects) raises
+:class:`BitstreamError` with the reason, before anything of the declared size is allocated.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgecloud.errors import BitstreamError
+from edgecloud.errors import BitstreamError, BitstreamShapeError, BitstreamSizeError
 
 MAGIC = b"ECFB"
 FORMAT_VERSION = 1
-MAX_ELEMENTS = 1 << 30
+#: default bound on the elements a bitstream may declare (256 MiB of float32)
+MAX_ELEMENTS = 1 << 26
+MAX_NDIM = 4
 HASH_BYTES = 8
 
 
@@ -113,8 +116,17 @@ class _Reader:
             raise BitstreamError(f"corrupted bitstream: {what} is not ASCII") from exc
 
 
-def unpack(data: bytes) -> Tuple[BitstreamHeader, bytes]:
-    """Parse and verify a bitstream -> (header, payload). Raises BitstreamError."""
+def unpack(
+    data: bytes,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    shape: Optional[Sequence[int]] = None,
+) -> Tuple[BitstreamHeader, bytes]:
+    """Parse and verify a bitstream -> (header, payload). Raises BitstreamError.
+
+    The declared shape must have 1..4 non-zero dimensions and at most ``max_elements``
+    elements; with ``shape`` it must equal ``shape`` or ``(1, *shape)``.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"bitstream must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -130,7 +142,10 @@ def unpack(data: bytes) -> Tuple[BitstreamHeader, bytes]:
     spec = r.text("codec spec")
     dtype = r.text("dtype")
     (ndim,) = r.unpack("<B", "shape")
-    shape = tuple(int(v) for v in r.unpack(f"<{ndim}I", "shape"))
+    if not 1 <= ndim <= MAX_NDIM:
+        raise BitstreamError(f"bitstream declares a {ndim}-dimensional tensor (1..{MAX_NDIM})")
+    declared = tuple(int(v) for v in r.unpack(f"<{ndim}I", "shape"))
+    check_shape(declared, max_elements=max_elements, shape=shape)
     calibration_id = r.text("calibration id")
     calibration_hash = r.take(HASH_BYTES, "calibration hash").hex() if calibration_id else ""
     (nranges,) = r.unpack("<H", "clip ranges")
@@ -150,13 +165,11 @@ def unpack(data: bytes) -> Tuple[BitstreamHeader, bytes]:
         raise BitstreamError(f"corrupted bitstream: {len(data) - r.pos} trailing bytes")
     if zlib.crc32(data[: r.pos - 4]) != crc:
         raise BitstreamError("corrupted bitstream: CRC32 mismatch")
-    if ndim == 0 or any(d == 0 for d in shape) or np.prod(shape, dtype=np.float64) > MAX_ELEMENTS:
-        raise BitstreamError(f"bitstream declares an invalid tensor shape {shape}")
     header = BitstreamHeader(
         version=version,
         spec=spec,
         dtype=dtype,
-        shape=shape,
+        shape=declared,
         calibration_id=calibration_id,
         calibration_hash=calibration_hash,
         lo=lo,
@@ -168,6 +181,32 @@ def unpack(data: bytes) -> Tuple[BitstreamHeader, bytes]:
     return header, payload
 
 
-def peek_header(data: bytes) -> BitstreamHeader:
-    """The verified header of a bitstream, without decoding the payload."""
-    return unpack(data)[0]
+def check_shape(
+    declared: Tuple[int, ...],
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    shape: Optional[Sequence[int]] = None,
+) -> None:
+    """BitstreamError unless ``declared`` is a valid tensor shape within the bounds."""
+    if not declared or any(d == 0 for d in declared):
+        raise BitstreamError(f"bitstream declares an invalid tensor shape {declared}")
+    if shape is not None:
+        want = tuple(int(d) for d in shape)
+        if declared not in (want, (1, *want)):
+            raise BitstreamShapeError(
+                f"bitstream declares shape {list(declared)}, expected {list(want)}"
+            )
+    elements = 1
+    for d in declared:
+        elements *= d
+    if elements > max_elements:
+        raise BitstreamSizeError(
+            f"bitstream declares {elements} elements {list(declared)}, more than the limit "
+            f"{max_elements}"
+        )
+
+
+def peek_header(data: bytes, **bounds: Any) -> BitstreamHeader:
+    """The verified header of a bitstream, without decoding the payload (``bounds``: see
+    :func:`unpack`)."""
+    return unpack(data, **bounds)[0]

@@ -45,8 +45,9 @@ def decode_bytes(coder: str, payload: bytes, size: int) -> bytes:
             out = d.decompress(payload, size + 1)
             if not d.eof:
                 raise BitstreamError("zlib payload is incomplete or larger than the tensor")
-        elif coder == "zstd":
-            out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=size + 1)
+        elif coder == "zstd":  # streamed with a cap: a frame's declared size is not trusted
+            with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
+                out = reader.read(size + 1)
         elif coder == "lz4":
             out = lz4.block.decompress(payload, uncompressed_size=size)
         else:
@@ -293,12 +294,30 @@ def encode_image(coder: str, quality, frame: np.ndarray, bits: int) -> bytes:
     return buf.getvalue()
 
 
+#: the one Pillow format each image coder may decode, and the image modes it may produce
+IMAGE_FORMATS = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}
+_IMAGE_MODES = {
+    "png": ("L",),
+    "png16": ("I;16", "I;16B", "I", "L"),
+    "webp": ("L", "RGB", "RGBA"),  # libwebp decodes a grey frame to RGB
+    "jpeg": ("L",),
+}
+
+
 def decode_image(coder: str, quality, payload: bytes, shape, bits: int) -> np.ndarray:
-    """Inverse of :func:`encode_image` -> symbols of ``shape``."""
+    """Inverse of :func:`encode_image` -> symbols of ``shape``.
+
+    Only the spec's own format is opened (no other Pillow decoder is reachable), and the frame
+    size and mode are checked from the image header before its pixels are decoded.
+    """
+    fmt = IMAGE_FORMATS[coder]
     try:
-        with Image.open(io.BytesIO(payload)) as image:
+        with Image.open(io.BytesIO(payload), formats=[fmt]) as image:
             if image.size != (shape[1], shape[0]):
                 raise BitstreamError(f"{coder} frame is {image.size}, expected {shape[::-1]}")
+            modes = _IMAGE_MODES["png16" if coder == "png" and bits > 8 else coder]
+            if image.mode not in modes:
+                raise BitstreamError(f"{coder} frame has mode {image.mode}, expected {modes}")
             if coder == "png" and bits > 8:
                 frame = np.asarray(image, dtype=np.uint16)
             else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -116,10 +116,19 @@ def _replace(header: bitstream.BitstreamHeader, **fields: Any) -> bitstream.Bits
 
 
 def decode_bitstream(
-    data: bytes, calibrations: Optional[Mapping[str, CodecCalibration]] = None
+    data: bytes,
+    calibrations: Optional[Mapping[str, CodecCalibration]] = None,
+    *,
+    shape: Optional[Sequence[int]] = None,
+    max_elements: int = bitstream.MAX_ELEMENTS,
 ) -> np.ndarray:
-    """Decode any edgecloud bitstream; calibrated ones need their calibration in the mapping."""
-    header, payload = bitstream.unpack(data)
+    """Decode any edgecloud bitstream; calibrated ones need their calibration in the mapping.
+
+    ``shape`` (the tensor shape the caller expects, with or without a leading batch of 1) and
+    ``max_elements`` are checked against the declared shape before anything is allocated.
+    Raises :class:`BitstreamError` naming the problem.
+    """
+    header, payload = bitstream.unpack(data, shape=shape, max_elements=max_elements)
     try:
         spec = parse_spec(header.spec)
     except CodecSpecError as exc:

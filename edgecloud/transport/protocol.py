@@ -30,6 +30,9 @@ MAX_HEADER_BYTES = 4096
 KINDS = ("infer", "ping", "stats")
 OUTPUTS = ("topk", "tensor")
 MAX_TOP_K = 1000
+#: a header is a flat object: more brackets than this is refused before the JSON parser runs
+MAX_BRACKETS = 16
+MAX_FRAMES = 2
 
 
 class ErrorCode:
@@ -43,13 +46,15 @@ class ErrorCode:
     WEIGHTS_MISMATCH = "weights_mismatch"
     BAD_BITSTREAM = "corrupt_bitstream"
     SHAPE_MISMATCH = "shape_mismatch"
+    TOO_LARGE = "too_large"
     QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
     TIMEOUT = "timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal_error"
 
     #: codes after which resending the same request later can succeed
-    RETRYABLE = frozenset({QUEUE_FULL, SHUTTING_DOWN})
+    RETRYABLE = frozenset({QUEUE_FULL, RATE_LIMITED, SHUTTING_DOWN})
 
 
 class BadRequest(ProtocolError):
@@ -127,9 +132,12 @@ def _load_json(frame: bytes, what: str) -> Dict[str, Any]:
         raise BadRequest(
             ErrorCode.MALFORMED, f"{what} header is {len(frame)} bytes (max {MAX_HEADER_BYTES})"
         )
+    raw = bytes(frame)
+    if raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
+        raise BadRequest(ErrorCode.MALFORMED, f"{what} header is nested too deeply")
     try:
-        obj = json.loads(bytes(frame).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(ErrorCode.MALFORMED, f"{what} header is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BadRequest(
@@ -157,6 +165,8 @@ def unpack_request(frames: Sequence[Any]) -> Tuple[Request, Any]:
     """
     if not frames:
         raise BadRequest(ErrorCode.MALFORMED, "empty message")
+    if len(frames) > MAX_FRAMES:
+        raise BadRequest(ErrorCode.MALFORMED, f"request has {len(frames)} frames (at most 2)")
     obj = _load_json(frames[0], "request")
     version = obj.get("v")
     if version != PROTOCOL_VERSION:
@@ -194,21 +204,38 @@ def unpack_request(frames: Sequence[Any]) -> Tuple[Request, Any]:
 def request_id_of(frames: Sequence[Any]) -> str:
     """Best-effort request id of a (possibly malformed) request, for the error reply."""
     try:
-        value = json.loads(bytes(frames[0])[:MAX_HEADER_BYTES].decode("utf-8")).get("id", "")
+        raw = bytes(frames[0])
+        if len(raw) > MAX_HEADER_BYTES or raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
+            return ""
+        value = json.loads(raw.decode("utf-8")).get("id", "")
         return value if isinstance(value, str) and len(value) <= 64 else ""
-    except Exception:
+    except Exception:  # any malformed header: no id to answer with
         return ""
 
 
 def pack_reply(reply: Reply) -> List[bytes]:
-    """Frames of a reply; a float32 output tensor travels raw in a second frame."""
-    header = asdict(reply)
-    del header["tensor"], header["attempts"]
+    """Frames of a reply; a float32 output tensor travels raw in a second frame.
+
+    The header holds ``v``, ``id``, ``status``, ``code`` and every other field that is not
+    empty (absent fields take their defaults when unpacked)."""
+    header: Dict[str, Any] = {
+        "v": reply.v,
+        "id": reply.id,
+        "status": reply.status,
+        "code": reply.code,
+    }
+    for key in _OPTIONAL_REPLY_FIELDS:
+        value = getattr(reply, key)
+        if value:
+            header[key] = value
     if reply.tensor is not None:
         tensor = np.ascontiguousarray(reply.tensor, dtype="<f4")
         header["tensor_shape"] = list(tensor.shape)
         return [_dump_json(header), tensor.tobytes()]
     return [_dump_json(header)]
+
+
+_OPTIONAL_REPLY_FIELDS = ("message", "indices", "labels", "scores", "timings", "info", "cached")
 
 
 def unpack_reply(frames: Sequence[Any]) -> Reply:

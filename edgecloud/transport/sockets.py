@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,8 +20,9 @@ class SocketOptions:
     """Transport settings; ``max_message_bytes`` becomes ``ZMQ_MAXMSGSIZE``."""
 
     max_message_bytes: int = 16 * 1024 * 1024
-    heartbeat_ivl_ms: int = 1000
+    heartbeat_ivl_ms: int = 1000  # DEALER only (see make_router)
     heartbeat_timeout_ms: int = 5000
+    keepalive_idle_s: int = 10  # ROUTER: TCP keepalive finds dead peers instead
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2000
     hwm: int = 1000
@@ -32,23 +34,34 @@ class SocketOptions:
 
 def _common(sock: zmq.Socket, opts: SocketOptions) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, int(opts.max_message_bytes))
-    sock.setsockopt(zmq.HEARTBEAT_IVL, opts.heartbeat_ivl_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, opts.heartbeat_timeout_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, opts.heartbeat_timeout_ms)
     sock.setsockopt(zmq.SNDHWM, opts.hwm)
-    sock.setsockopt(zmq.RCVHWM, opts.hwm)
     sock.setsockopt(zmq.LINGER, opts.linger_ms)
 
 
 def make_router(
     context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
 ) -> zmq.Socket:
-    """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish)."""
+    """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish) and
+    ``ROUTER_HANDOVER`` (a peer that reconnects with its routing id takes it back).
+
+    The ROUTER keeps a receive high-water mark (a flooding peer is slowed down by TCP, not
+    buffered) and runs **no ZMTP heartbeats**: libzmq 4.3.x aborts the whole process
+    (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``; libzmq issues #3937,
+    #4364, #4767) when a peer that filled the receive pipe disconnects while the engine's
+    heartbeat machinery is active. Dead peers are found by TCP keepalive instead.
+    """
     opts = opts or SocketOptions()
     sock = context.socket(zmq.ROUTER)
     try:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         _common(sock, opts)
+        sock.setsockopt(zmq.RCVHWM, opts.hwm)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, opts.keepalive_idle_s)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, opts.keepalive_idle_s // 2))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         if opts.curve_secret_file:
             secure_server(sock, opts.curve_secret_file)
         sock.bind(endpoint)
@@ -64,13 +77,25 @@ def make_router(
 def make_dealer(
     context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
 ) -> zmq.Socket:
-    """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``."""
+    """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``,
+    with a random routing id of its own (kept across reconnects: the daemon's identity of this
+    client for fairness and its reply cache).
+
+    ZMTP heartbeats detect a dead daemon. The receive pipe is unbounded, so the engine never
+    stops reading (the libzmq abort described in :func:`make_router` needs a stopped reader);
+    what arrives is bounded by the client's own window of requests in flight.
+    """
     opts = opts or SocketOptions()
     sock = context.socket(zmq.DEALER)
     try:
+        sock.setsockopt(zmq.ROUTING_ID, b"e" + uuid.uuid4().bytes)  # a leading 0 is reserved
         sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, opts.reconnect_ivl_max_ms)
         _common(sock, opts)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, opts.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, opts.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, opts.heartbeat_timeout_ms)
         if opts.curve_secret_file or opts.curve_server_key_file:
             if not (opts.curve_secret_file and opts.curve_server_key_file):
                 raise ConfigError("CURVE clients need their .key_secret and the server's .key")

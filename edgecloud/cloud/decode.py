@@ -1,0 +1,88 @@
+"""The daemon's decode stage: check a bitstream before it is queued, decode batches into one array.
+
+:func:`precheck` runs in the I/O thread on arrival and refuses, before anything of the declared
+size is allocated, a bitstream whose header does not parse, whose declared shape is not the
+cut's (``shape_mismatch``), or that needs a calibration the daemon does not have.
+:func:`decode_batch` decodes the bitstreams of one batch into one contiguous float32 array,
+ready for the tail; a stream that fails is reported per item, the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgecloud.codec import decode_bitstream, peek_header
+from edgecloud.codec.bitstream import BitstreamHeader
+from edgecloud.errors import BitstreamError, BitstreamShapeError, BitstreamSizeError
+from edgecloud.transport.protocol import BadRequest, ErrorCode
+
+Failure = Tuple[str, str]  # (error code, message)
+
+
+def precheck(
+    payload: Any, shape: Sequence[int], calibrations: Mapping[str, Any]
+) -> BitstreamHeader:
+    """The verified header of ``payload`` if it may be decoded into ``shape``; else
+    :class:`BadRequest` with ``shape_mismatch``, ``too_large`` or ``corrupt_bitstream``."""
+    elements = int(np.prod(shape))
+    try:
+        header = peek_header(payload, shape=shape, max_elements=elements)
+    except BitstreamShapeError as exc:
+        raise BadRequest(ErrorCode.SHAPE_MISMATCH, str(exc)) from None
+    except BitstreamSizeError as exc:
+        raise BadRequest(ErrorCode.TOO_LARGE, str(exc)) from None
+    except BitstreamError as exc:
+        raise BadRequest(ErrorCode.BAD_BITSTREAM, f"BitstreamError: {exc}") from None
+    if header.calibration_id and header.calibration_id not in calibrations:
+        raise BadRequest(
+            ErrorCode.BAD_BITSTREAM,
+            f"BitstreamError: bitstream needs calibration {header.calibration_id!r} "
+            f"(hash {header.calibration_hash}), which this daemon does not have",
+        )
+    return header
+
+
+def decode_batch(
+    payloads: Sequence[Any], shape: Sequence[int], calibrations: Mapping[str, Any]
+) -> Tuple[np.ndarray, List[Optional[Failure]], List[float]]:
+    """Decode ``payloads`` into one contiguous (K, *shape) float32 array.
+
+    Returns the array of the K streams that decoded (in order), a failure (code, message) or
+    None per stream, and the decode time of each stream in ms.
+    """
+    shape = tuple(shape)
+    elements = int(np.prod(shape))
+    out = np.empty((len(payloads), *shape), dtype=np.float32)
+    failures: List[Optional[Failure]] = []
+    times: List[float] = []
+    row = 0
+    for payload in payloads:
+        start = time.perf_counter()
+        failure = _decode_into(out[row], payload, shape, elements, calibrations)
+        failures.append(failure)
+        row += failure is None
+        times.append((time.perf_counter() - start) * 1000.0)
+    return out[:row], failures, times
+
+
+def _decode_into(
+    row: np.ndarray,
+    payload: Any,
+    shape: Tuple[int, ...],
+    elements: int,
+    calibrations: Mapping[str, Any],
+) -> Optional[Failure]:
+    try:
+        feature = decode_bitstream(payload, calibrations, shape=shape, max_elements=elements)
+    except BitstreamShapeError as exc:
+        return ErrorCode.SHAPE_MISMATCH, str(exc)
+    except Exception as exc:  # the codec names the problem; the daemon keeps going
+        return ErrorCode.BAD_BITSTREAM, f"{type(exc).__name__}: {exc}"
+    feature = feature.reshape(shape)
+    if not np.isfinite(feature).all():
+        return ErrorCode.BAD_BITSTREAM, "decoded feature contains NaN or infinity"
+    row[...] = feature
+    return None

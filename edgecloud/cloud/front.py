@@ -1,0 +1,106 @@
+"""The daemon's front: the ROUTER socket, bounded receive, client identity, replies by route.
+
+Only the I/O thread touches the ROUTER; other threads wake it through :meth:`Front.wake`
+(an inproc PUSH/PULL pair, since ZeroMQ sockets are not thread-safe).
+
+A client is identified by its CurveZMQ public key when CURVE is on (authenticated), else by
+its ZeroMQ routing id (edgecloud edges set a random 16-byte one, kept across reconnects;
+``ROUTER_HANDOVER`` lets a reconnecting edge take its identity back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import zmq
+
+from edgecloud.transport.sockets import SocketOptions, bound_endpoint, make_router, send_frames
+
+_instance_ids = itertools.count()
+
+
+@dataclass
+class Incoming:
+    """One received message: who sent it and its frames (routing envelope removed)."""
+
+    routing_id: bytes
+    client: bytes  # fairness and reply-cache identity
+    frames: List[zmq.Frame]
+    size: int  # total bytes of the frames
+
+
+class Front:
+    def __init__(
+        self,
+        context: zmq.Context,
+        endpoint: str,
+        options: SocketOptions,
+        *,
+        curve: bool = False,
+    ) -> None:
+        self._ctx = context
+        self._curve = curve
+        self.router = make_router(context, endpoint, options)
+        self.endpoint = bound_endpoint(self.router)
+        wake_addr = f"inproc://edgecloud-front-{next(_instance_ids)}"
+        self._wake_rx = context.socket(zmq.PULL)
+        self._wake_rx.bind(wake_addr)
+        self._wake_tx = context.socket(zmq.PUSH)
+        self._wake_tx.connect(wake_addr)
+        self._wake_lock = threading.Lock()
+        self._poller = zmq.Poller()
+        self._poller.register(self.router, zmq.POLLIN)
+        self._poller.register(self._wake_rx, zmq.POLLIN)
+
+    def poll(self, timeout_ms: int) -> Tuple[bool, bool]:
+        """Wait for a message or a wake-up: (messages waiting, woken)."""
+        events = dict(self._poller.poll(timeout_ms))
+        woken = self._wake_rx in events
+        if woken:
+            while self._wake_rx.poll(0):
+                self._wake_rx.recv()
+        return self.router in events, woken
+
+    def receive(self) -> Optional[Incoming]:
+        """The next message, or None if none is waiting."""
+        try:
+            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        routing_id = frames[0].bytes
+        body = frames[1:]
+        client = routing_id
+        if self._curve and body:
+            with contextlib.suppress(zmq.ZMQError):  # set by the ZAP handler for CURVE peers
+                client = b"curve:" + body[0].get("User-Id").encode()
+        return Incoming(routing_id, client, body, sum(len(f) for f in body))
+
+    def send(self, routing_id: bytes, frames: List[bytes]) -> Optional[str]:
+        """Send without blocking; returns why it was dropped (``hwm``, ``peer_gone``) or None."""
+        try:
+            send_frames(self.router, [routing_id, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            return "hwm"
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            return "peer_gone"
+        return None
+
+    def wake(self) -> None:
+        """Make :meth:`poll` return (thread-safe)."""
+        # zmq.Again: wake-ups are already pending, or the I/O thread has finished
+        with self._wake_lock, contextlib.suppress(zmq.Again):
+            if not self._wake_tx.closed:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the sockets; replies still queued are sent for up to ``linger_ms``."""
+        with self._wake_lock:
+            self._wake_tx.close(0)
+        self._wake_rx.close(0)
+        self.router.close(linger_ms)
