@@ -3,9 +3,8 @@
 Only the I/O thread touches the ROUTER; other threads wake it through :meth:`Front.wake`
 (an inproc PUSH/PULL pair, since ZeroMQ sockets are not thread-safe).
 
-A client is identified by its CurveZMQ public key when CURVE is on (authenticated), else by
-its ZeroMQ routing id (edgecloud edges set a random 16-byte one, kept across reconnects;
-``ROUTER_HANDOVER`` lets a reconnecting edge take its identity back).
+A client is identified by its CurveZMQ public key when CURVE is on (authenticated, and the
+same across reconnects), else by the routing id libzmq gives its connection.
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ log = logging.getLogger("edgecloud.serve")
 _UNCACHED = ErrorCode.RETRYABLE | {ErrorCode.TIMEOUT, ErrorCode.INTERNAL}
 _batch_ids = itertools.count()
 FINAL_LINGER_MS = 500
+#: after a reply to a peer is dropped at the high-water mark (the peer reads none), its new
+#: requests are refused for this long instead of computed for nobody
+STALL_S = 1.0
 
 
 @dataclasses.dataclass
@@ -104,6 +107,7 @@ class CloudServer:
         self._work: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
         self._outstanding: Dict[int, List[_Job]] = {}
+        self._stalled: Dict[bytes, float] = {}  # routing id -> refuse work until
         self._ctx = zmq.Context()
         self._stop_requested = threading.Event()
         self._drain_deadline = 0.0
@@ -205,7 +209,7 @@ class CloudServer:
                 readable, _woken = front.poll(self._poll_timeout_ms())
                 self._collect_results()
                 if readable:
-                    for _ in range(256):  # bounded, so replies are not starved
+                    for i in range(256):  # bounded, so replies are not starved
                         message = front.receive()
                         if message is None:
                             break
@@ -213,6 +217,9 @@ class CloudServer:
                             self._handle(message)
                         except Exception:  # a bug must not take the daemon down
                             log.exception("event=handle_failed")
+                        if i % 16 == 15:  # under a flood, keep the workers fed
+                            self._collect_results()
+                            self._dispatch()
                 if self._stop_requested.is_set() and self._drained():
                     break
                 self._dispatch()
@@ -230,7 +237,7 @@ class CloudServer:
 
     def _poll_timeout_ms(self) -> int:
         deadline = self._admission.next_deadline()
-        if deadline is None or len(self._outstanding) >= self.config.workers:
+        if deadline is None or len(self._outstanding) > self.config.workers:
             return 200
         return max(0, min(200, int((deadline - time.perf_counter()) * 1000) + 1))
 
@@ -241,7 +248,7 @@ class CloudServer:
             request_id = request_id_of([f.buffer for f in message.frames[:1]])
             code = ErrorCode.TOO_LARGE if message.size > self.max_message_bytes else None
             self._reject(
-                routing_id,
+                message,
                 request_id,
                 BadRequest(
                     code or ErrorCode.MALFORMED,
@@ -254,7 +261,7 @@ class CloudServer:
         try:
             request, payload = unpack_request(body)
         except BadRequest as exc:
-            self._reject(routing_id, request_id_of(body[:1]), exc)
+            self._reject(message, request_id_of(body[:1]), exc)
             return
         if request.kind == "ping":
             self._send(routing_id, Reply(id=request.id, info=self._describe()))
@@ -264,7 +271,7 @@ class CloudServer:
             return
         if self._stop_requested.is_set():
             self._reject(
-                routing_id, request.id, BadRequest(ErrorCode.SHUTTING_DOWN, "daemon is stopping")
+                message, request.id, BadRequest(ErrorCode.SHUTTING_DOWN, "daemon is stopping")
             )
             return
         key = (message.client, request.id)
@@ -277,6 +284,9 @@ class CloudServer:
             self._replies.attach(key, routing_id)
             return
         try:
+            stalled = self._stalled.get(routing_id)
+            if stalled is not None and received < stalled:
+                raise BadRequest(ErrorCode.QUEUE_FULL, "replies to this client are not being read")
             entry = self._registry.get(request.model, request.cut)
             if request.weights_id != entry.weights_id:
                 raise BadRequest(
@@ -289,11 +299,12 @@ class CloudServer:
             job = _Job(request, payload, entry, received, routing_id, message.client)
             self._admission.admit(message.client, (entry.model, entry.cut), job, len(payload))
         except BadRequest as exc:
-            self._reject(routing_id, request.id, exc)
+            self._reject(message, request.id, exc)
             return
         self._replies.start(key, routing_id)
 
-    def _reject(self, routing_id: bytes, request_id: str, exc: BadRequest) -> None:
+    def _reject(self, message: Incoming, request_id: str, exc: BadRequest) -> None:
+        routing_id = message.routing_id
         self._rejections.log(
             logging.WARNING,
             exc.code,
@@ -316,6 +327,11 @@ class CloudServer:
         dropped = self._front.send(routing_id, frames)
         if dropped is not None:
             self.stats.unroutable += 1
+            if dropped == "hwm":  # a peer that does not read: compute nothing for it a while
+                self._stalled[routing_id] = time.perf_counter() + STALL_S
+                if len(self._stalled) > 4096:
+                    now = time.perf_counter()
+                    self._stalled = {k: t for k, t in self._stalled.items() if t > now}
             self._rejections.log(
                 logging.INFO,
                 f"reply_dropped:{dropped}",
@@ -339,10 +355,12 @@ class CloudServer:
             self._replies.put(job.reply_key, reply, size or len(pack_reply(reply)[0]))
 
     def _dispatch(self) -> None:
-        """Hand due batches to idle workers; requests that waited too long get ``timeout``."""
+        """Hand due batches to the workers (one more than there are workers, so that none
+        waits for the I/O thread); requests that waited too long get ``timeout``."""
         draining = self._stop_requested.is_set()
         timeout = self.config.batching.request_timeout_s
-        while len(self._outstanding) < self.config.workers:
+        # one batch more than workers: the next is ready when a worker finishes
+        while len(self._outstanding) <= self.config.workers:
             now = time.perf_counter()
             due = self._admission.next_batch(now, flush=draining)
             if due is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,10 +21,11 @@ class SocketOptions:
     max_message_bytes: int = 16 * 1024 * 1024
     heartbeat_ivl_ms: int = 1000  # DEALER only (see make_router)
     heartbeat_timeout_ms: int = 5000
-    keepalive_idle_s: int = 10  # ROUTER: TCP keepalive finds dead peers instead
+    keepalive_idle_s: int = 10  # ROUTER: TCP keepalive finds dead peers (no heartbeats)
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2000
-    hwm: int = 1000
+    hwm: int = 1000  # send high-water mark (messages)
+    router_rcvhwm: int = 256  # ROUTER: unread messages per peer before TCP pushes back
     linger_ms: int = 0
     #: CurveZMQ: own key pair (``.key_secret``); clients also need the server's public ``.key``
     curve_secret_file: Optional[str] = None
@@ -41,22 +41,24 @@ def _common(sock: zmq.Socket, opts: SocketOptions) -> None:
 def make_router(
     context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
 ) -> zmq.Socket:
-    """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish) and
-    ``ROUTER_HANDOVER`` (a peer that reconnects with its routing id takes it back).
+    """Bound ROUTER with ``ROUTER_MANDATORY`` (replies to vanished peers raise, not vanish).
 
-    The ROUTER keeps a receive high-water mark (a flooding peer is slowed down by TCP, not
-    buffered) and runs **no ZMTP heartbeats**: libzmq 4.3.x aborts the whole process
-    (``Assertion failed: !_io_error (src/stream_engine_base.cpp:310)``; libzmq issues #3937,
-    #4364, #4767) when a peer that filled the receive pipe disconnects while the engine's
-    heartbeat machinery is active. Dead peers are found by TCP keepalive instead.
+    A receive high-water mark per peer (``router_rcvhwm``) makes a flooding peer wait for TCP
+    instead of being buffered (an unbounded pipe costs ~28 KB of RSS per unread message).
+    **No ZMTP heartbeats and no** ``ROUTER_HANDOVER``: libzmq 4.3.x (to its current master)
+    aborts the whole process with ``Assertion failed: !_io_error
+    (src/stream_engine_base.cpp:310)`` (libzmq issues #3937, #4364, #4767) when a peer resets
+    its connection while its engine has stopped reading (its pipe is full) and the engine then
+    writes: a heartbeat of its own (the path ordinary clients hit) or the PONG to a PING still
+    in its buffer. TCP keepalive finds dead peers instead. A hand-written client that puts
+    PINGs behind a flood can still reach the second path: see ``deploy/libzmq``.
     """
     opts = opts or SocketOptions()
     sock = context.socket(zmq.ROUTER)
     try:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         _common(sock, opts)
-        sock.setsockopt(zmq.RCVHWM, opts.hwm)
+        sock.setsockopt(zmq.RCVHWM, opts.router_rcvhwm)
         sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, opts.keepalive_idle_s)
@@ -77,9 +79,7 @@ def make_router(
 def make_dealer(
     context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
 ) -> zmq.Socket:
-    """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``,
-    with a random routing id of its own (kept across reconnects: the daemon's identity of this
-    client for fairness and its reply cache).
+    """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``.
 
     ZMTP heartbeats detect a dead daemon. The receive pipe is unbounded, so the engine never
     stops reading (the libzmq abort described in :func:`make_router` needs a stopped reader);
@@ -88,7 +88,6 @@ def make_dealer(
     opts = opts or SocketOptions()
     sock = context.socket(zmq.DEALER)
     try:
-        sock.setsockopt(zmq.ROUTING_ID, b"e" + uuid.uuid4().bytes)  # a leading 0 is reserved
         sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, opts.reconnect_ivl_max_ms)
         _common(sock, opts)

@@ -1,0 +1,198 @@
+"""Load and abuse: well-behaved edge clients with and without one abusive client, in one run.
+
+The daemon (`edgecloud serve --cut blocks`) runs in a child process; each well-behaved edge
+is a process that sends real q8-ncc-zstd features of the shared images at a fixed rate (a
+camera) through edgecloud's FeatureClient. Phase ``quiet``: the good edges alone. Then the
+same plus one abusive process that floods valid requests as fast as it can, sends garbage,
+sends CRC-forged streams that declare huge shapes, or reads none of the replies to its own
+requests (a slow reader) -- each kind alone, then all at once. Reports
+the good edges' success rate and p50/p99 round trip per phase, the p99 against the quiet
+phase, the daemon's stats after each phase, and its idle and peak RSS.
+
+    python benchmarks/bench_abuse.py        # -> benchmarks/results/abuse.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import threading
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+import zmq
+from common import RESULTS, machine, percentiles, process_memory_mb, real_features, write_result
+
+from edgecloud.cloud.process import DaemonProcess
+from edgecloud.codec import FeatureCodec, bitstream
+from edgecloud.codec.bitstream import BitstreamHeader
+from edgecloud.transport import FeatureClient, Request, make_dealer, pack_request
+
+CUT = "blocks"
+ABUSES = ["flood", "garbage", "forged_shape", "slow_reader"]
+#: the quiet baseline, one abusive client of each kind alone, then all kinds at once
+PHASES = [[]] + [[kind] for kind in ABUSES] + [ABUSES]
+
+
+def good_edge(endpoint: str, ident: Dict[str, str], payloads: List[bytes], rate: float,
+              seconds: float, out: mp.Queue) -> None:  # fmt: skip
+    """Open loop at ``rate`` requests/s; (round trip ms, code) of every request."""
+    records = []
+    with FeatureClient(endpoint, window=8, timeout_s=10.0, retries=3) as client:
+        futures = []
+        start = time.perf_counter()
+        i = 0
+        while time.perf_counter() - start < seconds:
+            futures.append(client.submit(Request(**ident), payloads[i % len(payloads)]))
+            i += 1
+            time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        for future in futures:
+            try:
+                reply = future.result(60)
+                records.append((reply.timings.get("rtt_ms", 0.0), reply.code))
+            except Exception:  # no reply at all
+                records.append((0.0, "no_reply"))
+    out.put(records)
+
+
+def abuser(endpoint: str, ident: Dict[str, str], payload: bytes, seconds: float,
+           modes: List[str], out: mp.Queue) -> None:  # fmt: skip
+    ctx = zmq.Context()
+    stop = time.monotonic() + seconds
+    counts: Dict[str, int] = {}
+    header, data = bitstream.unpack(payload)
+    forged_fields = dict(header.__dict__, shape=(1 << 30,))
+    forged = bitstream.pack(BitstreamHeader(**forged_fields), data)
+
+    def run(kind: str, make) -> None:
+        sock = make_dealer(ctx, endpoint)
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            try:
+                sock.send_multipart(make(n), zmq.NOBLOCK)
+            except zmq.Again:
+                time.sleep(0.001)
+                continue
+            if kind != "slow_reader":
+                while sock.poll(0):
+                    sock.recv_multipart()
+            else:
+                time.sleep(0.0005)
+        counts[kind] = n
+        sock.close(linger=0)
+
+    def request(n: int, body: bytes) -> List[bytes]:
+        return pack_request(Request(**ident, id=f"abuse-{n}"), body)
+
+    rng = np.random.default_rng(1)
+    kinds = {
+        "flood": lambda n: request(n, payload),
+        "garbage": lambda n: [rng.bytes(200), rng.bytes(int(rng.integers(0, 5000)))],
+        "forged_shape": lambda n: request(n, forged),
+        "slow_reader": lambda n: request(n, payload),
+    }
+    threads = [threading.Thread(target=run, args=(mode, kinds[mode])) for mode in modes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ctx.destroy(linger=0)
+    out.put(counts)
+
+
+def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, seconds: float,
+          abuse: List[str]) -> Dict[str, Any]:  # fmt: skip
+    endpoint = daemon.endpoint
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=good_edge, args=(endpoint, ident, payloads, rate, seconds, out))
+        for _ in range(edges)
+    ]
+    if abuse:
+        procs.append(
+            ctx.Process(target=abuser, args=(endpoint, ident, payloads[0], seconds + 1, abuse, out))
+        )
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds + 180) for _ in procs]
+    for p in procs:
+        p.join(30)
+    records = [r for res in results if isinstance(res, list) for r in res]
+    abuse_counts = next((res for res in results if isinstance(res, dict)), {})
+    ok = [rtt for rtt, code in records if code == "ok"]
+    codes: Dict[str, int] = {}
+    for _rtt, code in records:
+        codes[code] = codes.get(code, 0) + 1
+    with FeatureClient(endpoint) as client:
+        stats = client.request(Request(kind="stats")).info
+    rss, peak = process_memory_mb(daemon.pid)
+    return {
+        "daemon_rss_mb_after": round(rss, 1),
+        "daemon_peak_rss_mb_so_far": round(peak, 1),
+        "phase": "+".join(abuse) or "quiet",
+        "daemon_stats_after": stats,
+        "good_requests": len(records),
+        "good_success_rate": round(len(ok) / max(1, len(records)), 5),
+        "good_codes": codes,
+        **percentiles(ok, "good_rtt"),
+        "abuser_messages": abuse_counts,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edges", type=int, default=4, help="well-behaved edge processes")
+    parser.add_argument("--rate", type=float, default=25.0, help="requests/s per edge")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    parser.add_argument("--json", default=str(RESULTS / "abuse.json"))
+    args = parser.parse_args()
+
+    spec, features, _top1 = real_features(CUT, images=8)
+    codec = FeatureCodec.from_spec("q8-ncc-zstd")
+    payloads = [codec.encode(f) for f in features]
+    ident = {"model": spec.name, "weights_id": spec.weights_id, "cut": CUT, "codec": codec.name}
+    daemon = DaemonProcess(["--bind", "tcp://127.0.0.1:0", "--cut", CUT, "--threads", "1",
+                            "--stats-interval", "3600"])  # fmt: skip
+    endpoint = daemon.start()
+    try:
+        with FeatureClient(endpoint) as warm:
+            for p in payloads:
+                warm.request(Request(**ident), p)
+        idle_rss, _ = process_memory_mb(daemon.pid)
+        rows = [
+            phase(daemon, ident, payloads, args.edges, args.rate, args.seconds, abuse)
+            for abuse in PHASES
+        ]
+        alive = daemon.proc.poll() is None
+        _rss, peak = process_memory_mb(daemon.pid) if alive else (0.0, 0.0)
+    finally:
+        code = daemon.stop(30)
+    quiet = rows[0]
+    for row in rows[1:]:
+        if quiet.get("good_rtt_p99_ms") and row.get("good_rtt_p99_ms"):
+            row["p99_ratio_vs_quiet"] = round(row["good_rtt_p99_ms"] / quiet["good_rtt_p99_ms"], 2)
+    result = {
+        "benchmark": "bench_abuse",
+        "machine": machine(),
+        "cut": CUT,
+        "codec": codec.name,
+        "edges": args.edges,
+        "rate_per_edge": args.rate,
+        "seconds_per_phase": args.seconds,
+        "phases": rows,
+        "daemon_alive": alive,
+        "daemon_exit_code": code,
+        "idle_rss_mb": round(idle_rss, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_over_idle": round(peak / idle_rss, 3) if peak else None,
+    }
+    print(json.dumps(result, indent=2))
+    write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
