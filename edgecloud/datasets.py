@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from PIL import Image
@@ -14,7 +15,10 @@ from edgecloud.models.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 UNLABELLED = -1
-Sample = Tuple[torch.Tensor, int, str]
+ON_BAD_IMAGE = ("skip", "stop")
+#: (preprocessed image or None if unreadable, label, file name, error message or "")
+Sample = Tuple[Optional[torch.Tensor], int, str, str]
+log = logging.getLogger(__name__)
 
 
 def _find_images(root: Path) -> List[Path]:
@@ -61,6 +65,8 @@ class ImageFolder(torch.utils.data.Dataset):
         labels_file = self.root / "labels.csv"
         table = read_labels(labels_file) if labels_file.is_file() else {}
         self.labels: List[int] = [table.get(p.name, UNLABELLED) for p in self.files]
+        #: unreadable images seen by a loader with ``on_bad_image="skip"``: name -> error
+        self.skipped: Dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -74,28 +80,67 @@ class ImageFolder(torch.utils.data.Dataset):
             raise DatasetError(f"cannot decode image {path}: {exc}") from exc
 
     def __getitem__(self, index: int) -> Sample:
-        return (
-            self.preprocessing(self.load_image(index)),
-            self.labels[index],
-            self.files[index].name,
-        )
+        """Never raises for an unreadable image (it may run in a worker process): the error
+        travels with the sample and the loader decides (see :func:`make_loader`)."""
+        name, label = self.files[index].name, self.labels[index]
+        try:
+            return self.preprocessing(self.load_image(index)), label, name, ""
+        except DatasetError as exc:
+            return None, label, name, str(exc)
 
 
 Batch = Tuple[torch.Tensor, torch.Tensor, List[str]]
+_RawBatch = Tuple[Optional[torch.Tensor], torch.Tensor, List[str], List[Tuple[str, str]]]
 
 
-def _collate(samples: List[Sample]) -> Batch:
-    images, labels, names = zip(*samples)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long), list(names)
+def _collate(samples: List[Sample]) -> _RawBatch:
+    good = [s for s in samples if s[0] is not None]
+    failed = [(name, error) for image, _label, name, error in samples if image is None]
+    images = torch.stack([s[0] for s in good]) if good else None
+    labels = torch.tensor([s[1] for s in good], dtype=torch.long)
+    return images, labels, [s[2] for s in good], failed
 
 
-def make_loader(dataset: ImageFolder, batch_size: int = 32, workers: int = 2) -> Iterator[Batch]:
+class ImageLoader:
+    """Batches ``(images, labels, names)`` in file order, decoded in worker processes.
+
+    An unreadable image is skipped with a warning and recorded in ``skipped`` (and in the
+    ImageFolder's ``skipped``) with ``on_bad_image="skip"``, or stops the run with a
+    :class:`DatasetError` naming the file (``"stop"``). ``dataset`` is an ImageFolder or a
+    ``torch.utils.data.Subset`` of one.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, workers: int, on_bad_image: str) -> None:
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise DatasetError(f"on_bad_image must be one of {ON_BAD_IMAGE}, not {on_bad_image!r}")
+        self.on_bad_image = on_bad_image
+        self.skipped: Dict[str, str] = getattr(getattr(dataset, "dataset", dataset), "skipped", {})
+        self._loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            persistent_workers=False,
+        )
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels, names, failed in self._loader:
+            for name, error in failed:
+                if self.on_bad_image == "stop":
+                    raise DatasetError(f"{error} (use --on-bad-image skip to skip such images)")
+                if name not in self.skipped:
+                    log.warning("skipping unreadable image: %s", error)
+                    self.skipped[name] = error
+            if images is not None:
+                yield images, labels, names
+
+
+def make_loader(
+    dataset: Any, batch_size: int = 32, workers: int = 2, on_bad_image: str = "stop"
+) -> ImageLoader:
     """Batches of ``(images, labels, names)`` in file order; decoding in worker processes."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    return ImageLoader(dataset, batch_size, workers, on_bad_image)

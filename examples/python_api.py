@@ -32,6 +32,7 @@ def main() -> None:
     with CloudServer(config, registry=registry) as server:
         # Edge side: head + codec + DEALER client, up to 4 frames in flight.
         with EdgeClient(server.endpoint, spec=spec, cut=CUT, codec=CODEC, window=4) as edge:
+            edge.connect()  # fails fast (TransportError) if nothing answers
             one = edge.predict(next(iter_frames(source))[1])
             print(f"single image: {one.labels[0]} ({one.scores[0]:.2f}), {one.bytes_sent} bytes")
             for result in edge.stream(iter_frames(source, limit=8)):

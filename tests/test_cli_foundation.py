@@ -15,15 +15,16 @@ def test_profile_lists_at_least_ten_cuts_with_all_columns(tmp_path, capsys):
         "cut",
         "shape",
         "elements",
-        "kb_fp32",
-        "kb_int8",
-        "head_mmacs",
-        "tail_mmacs",
-        "head_params",
-        "tail_params",
-        "head_ms",
+        "KB fp32",
+        "KB int8",
+        "head MACs",
+        "tail MACs",
+        "head params",
+        "tail params",
+        "head ms (median)",
     ):
         assert column in printed
+    assert "blocks.3" in printed and "80x14x14" in printed and "15,680" in printed
     data = json.loads(out.read_text())
     assert data["model"] == "efficientnet_lite0"
     assert len(data["cuts"]) >= 10
@@ -43,7 +44,7 @@ def test_profile_lists_at_least_ten_cuts_with_all_columns(tmp_path, capsys):
 
 def test_eval_split_matches_full_model(tmp_path, samples_dir):
     full, cut = tmp_path / "full.json", tmp_path / "cut.json"
-    common = ["--data", str(samples_dir), "--limit", "32", "--workers", "0"]
+    common = ["--data", str(samples_dir), "--limit", "32", "--data-workers", "0"]
     assert main(["eval", *common, "--json", str(full)]) == 0
     assert main(["eval", *common, "--cut", "blocks.3", "--json", str(cut)]) == 0
     full_result, cut_result = json.loads(full.read_text()), json.loads(cut.read_text())

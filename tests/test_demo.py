@@ -29,7 +29,7 @@ def _demo(tmp_path: Path, *args: str):
     rows = data["results"]
     assert [r["image"] for r in rows] == list(DEMO_PHOTOS)
     assert all(0 < r["bytes"] < r["jpeg_bytes"] for r in rows)
-    assert rows[0]["prediction"] in proc.stdout and "tail_ms" in proc.stdout
+    assert rows[0]["prediction"] in proc.stdout and "tail" in proc.stdout
     pid = int(re.search(r"child process (\d+)", proc.stdout).group(1))
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text()
     return data, rows

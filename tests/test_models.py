@@ -95,13 +95,14 @@ def test_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="no images"):
         ImageFolder(tmp_path, IMAGENET)
     (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(DatasetError, match="cannot decode"):
-        ImageFolder(tmp_path, IMAGENET)[0]
+    image, _label, name, error = ImageFolder(tmp_path, IMAGENET)[0]  # no raise in a worker
+    assert image is None and name == "a.jpg" and "cannot decode" in error
 
 
 def test_dataset_labels_from_csv(samples_dir):
     dataset = ImageFolder(samples_dir, IMAGENET, limit=3)
     assert [p.name for p in dataset.files][:2] == ["0001_n01443537.jpg", "0002_n01484850.jpg"]
     assert dataset.labels[:2] == [1, 2]
-    image, label, name = dataset[0]
+    image, label, name, error = dataset[0]
     assert image.shape == (3, 224, 224) and label == 1 and name == "0001_n01443537.jpg"
+    assert error == ""

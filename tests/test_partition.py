@@ -61,7 +61,7 @@ def test_no_cut_inside_a_residual_block(lite0):
 
 
 def test_resolve_cut_defaults_and_validates(lite0):
-    assert resolve_cut(lite0, None) == default_cut(lite0) == "blocks.3"
+    assert resolve_cut(lite0, None) == default_cut(lite0) == lite0.record.default_cut == "blocks"
     assert resolve_cut(lite0, "blocks") == "blocks"
     with pytest.raises(CutPointError, match="no cut point 'nope'"):
         resolve_cut(lite0, "nope")

@@ -35,7 +35,7 @@ def test_presets_load_match_their_hash_and_are_found(lite0):
 
 
 def test_edge_without_preset_or_calibration_says_so(lite0):
-    with pytest.raises(CalibrationError, match="no preset matches.*blocks.5.*--codec-calibration"):
+    with pytest.raises(CalibrationError, match="no preset ships.*blocks.5.*--codec q8-ncc-zstd"):
         EdgeClient("tcp://127.0.0.1:9", spec=lite0, cut="blocks.5", codec=CODEC)
 
 

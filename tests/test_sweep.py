@@ -28,9 +28,8 @@ def sweep_rows(lite0, samples_dir, tmp_path_factory):
         batch_size=16,
         workers=0,
         calibration_dir=tmp_path_factory.mktemp("cal"),
-        progress=False,
     )
-    return {row["codec"]: row for row in sweep.rows()}, data, sweep
+    return {row["codec_canonical"]: row for row in sweep.rows()}, data, sweep
 
 
 def test_calibration_and_evaluation_images_are_disjoint(sweep_rows):
@@ -98,25 +97,29 @@ def test_split_refuses_to_leave_no_evaluation_images(lite0, samples_dir):
 
 def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):
     csv_path, json_path, plot = tmp_path / "s.csv", tmp_path / "s.json", tmp_path / "s.png"
-    argv = ["sweep", "--data", str(samples_dir), "--cuts", "blocks.5", "--codecs", "q8-ncc-lz4"]
-    argv += ["--bits", "8,3", "--limit", "8", "--calib-images", "0", "--workers", "0"]
+    argv = ["sweep", "--data", str(samples_dir), "--cut", "blocks.5", "--codec", "q8-ncc-lz4"]
+    argv += ["--bits", "8,3", "--limit", "8", "--calib-images", "0", "--data-workers", "0"]
     argv += ["--csv", str(csv_path), "--no-progress"]
     md = tmp_path / "s.md"
     assert main(argv + ["--json", str(json_path), "--plot", str(plot), "--markdown", str(md)]) == 0
-    out = capsys.readouterr().out
-    assert "evaluation: 8 images" in out and "q3-ncc-lz4-msg-pt" in out
+    captured = capsys.readouterr()
+    assert "evaluation: 8 images" in captured.out and "q3-ncc-lz4" in captured.out
+    assert "e+0" not in captured.out and "KB/image" in captured.out  # human units
     with csv_path.open() as fh:
-        assert [r["codec"] for r in csv.DictReader(fh)] == [
-            "q8-ncc-lz4-msg-pt",
-            "q3-ncc-lz4-msg-pt",
-        ]
+        rows = list(csv.DictReader(fh))
+    assert [r["codec"] for r in rows] == ["q8-ncc-lz4", "q3-ncc-lz4"]  # as typed ...
+    assert [r["codec_canonical"] for r in rows] == ["q8-ncc-lz4-msg-pt", "q3-ncc-lz4-msg-pt"]
     assert len(json.loads(json_path.read_text())["rows"]) == 2
     assert plot.stat().st_size > 10_000
     assert md.read_text().count("| blocks.5 | `q") == 2
-    assert main(argv + ["--resume", "--codecs", "q8-ncc-lz4,f16-lz4"]) == 0
-    out = capsys.readouterr().out
-    assert "resuming: 2 rows" in out
+    # the old spellings still work, with a warning naming the new one
+    old = ["sweep", "--data", str(samples_dir), "--cuts", "blocks.5", "--limit", "8"]
+    old += ["--calib-images", "0", "--workers", "0", "--csv", str(csv_path), "--no-progress"]
+    assert main(old + ["--resume", "--codecs", "q8-ncc-lz4,f16-lz4", "--bits", "8,3"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 2 rows" in captured.out
+    assert "--cuts is deprecated" in captured.err and "use --cut" in captured.err
     with csv_path.open() as fh:
         assert len(list(csv.DictReader(fh))) == 3
-    assert main(argv[:-1] + ["--cuts", "nope"]) == 1
+    assert main(argv[:-1] + ["--cut", "nope"]) == 1
     assert "nope" in capsys.readouterr().err

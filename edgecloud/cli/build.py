@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from edgecloud.cli.common import add_model_options, add_output_options, write_json
+from edgecloud.cli.common import write_json
+from edgecloud.cli.options import (
+    add_command,
+    add_cut,
+    add_int8_calibration,
+    add_model,
+    add_outputs,
+    model_name,
+    nonnegative_int,
+    positive_int,
+)
 
 EPILOG = """\
 Run this on the device that will run the engine (a Jetson): engines are tied to the TensorRT
@@ -19,21 +30,20 @@ examples:
 """
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
         "build",
         help="build and cache the TensorRT engine of a head (needs TensorRT + PyCUDA + GPU)",
         description="Build a TensorRT engine for the head at --cut from the calibrated QDQ ONNX "
         "(--int8), or from the fp32 ONNX (fp32/--fp16), with an optimization profile for "
         "batch sizes 1..--max-batch, a timing cache and optionally a DLA core with GPU fallback.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_options(parser, cut=True)
+    add_model(parser)
+    add_cut(parser)
     parser.add_argument("--int8", action="store_true", help="INT8 engine from a calibration")
-    parser.add_argument(
-        "--calibration", default=None, help="calibration dir (default calibration/<model>/<cut>)"
-    )
+    add_int8_calibration(parser)
     parser.add_argument(
         "--implicit",
         action="store_true",
@@ -41,16 +51,27 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
     parser.add_argument("--device", default=None, help="cuda[:N] (default) or dla:K")
-    parser.add_argument("--dla-core", type=int, default=None, help="DLA core, GPU fallback on")
-    parser.add_argument("--max-batch", type=int, default=8, help="profile max batch (default 8)")
-    parser.add_argument("--opt-batch", type=int, default=1, help="profile opt batch (default 1)")
+    parser.add_argument(
+        "--dla-core", type=nonnegative_int, default=None, help="DLA core, GPU fallback on"
+    )
+    parser.add_argument(
+        "--max-batch", type=positive_int, default=8, help="profile max batch (default 8)"
+    )
+    parser.add_argument(
+        "--opt-batch", type=positive_int, default=1, help="profile opt batch (default 1)"
+    )
     parser.add_argument("--engine-dir", default="engines", help="engine cache (default engines)")
-    parser.add_argument("--workspace-mb", type=int, default=1024, help="workspace (default 1024)")
+    parser.add_argument(
+        "--workspace-mb", type=positive_int, default=1024, help="workspace (default 1024)"
+    )
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
     parser.add_argument(
-        "--runs", type=int, default=50, help="timed batch-1 runs after the build (default 50)"
+        "--runs",
+        type=nonnegative_int,
+        default=50,
+        help="timed batch-1 runs after the build, median reported (default 50)",
     )
-    add_output_options(parser)
+    add_outputs(parser)
     parser.set_defaults(func=run)
 
 
@@ -63,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.models import load_model
     from edgecloud.partition import resolve_cut
 
-    spec = load_model(args.model, args.weights)
+    spec = load_model(model_name(args), args.weights)
     cut = resolve_cut(spec, args.cut)
     start = time.perf_counter()
     runner = create_head_runner(
@@ -71,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         spec,
         cut,
         int8=args.int8,
-        calibration=args.calibration,
+        calibration=args.int8_calibration,
         device=args.device,
         fp16=args.fp16,
         implicit_int8=args.implicit,

@@ -6,7 +6,17 @@ import argparse
 import io
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Tuple
 
-from edgecloud.cli.edge import DEFAULT_CODEC, DEFAULT_CUT
+from edgecloud.cli.options import (
+    add_codec,
+    add_command,
+    add_cut,
+    add_data,
+    add_limit,
+    add_model,
+    add_outputs,
+    model_name,
+    quality,
+)
 from edgecloud.errors import EdgecloudError
 
 if TYPE_CHECKING:
@@ -16,29 +26,30 @@ DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "demo",
         help="run the edge and a local cloud daemon on sample photos (no setup needed)",
         description="Start `edgecloud serve` on a free loopback port in a child process, run "
-        "the edge runtime on scikit-image's sample photos (or --images DIR), print each "
+        "the edge runtime on scikit-image's sample photos (or --data DIR), print each "
         "prediction, the bytes sent against the JPEG of the same image and the latency "
         "breakdown, then stop the daemon.",
     )
-    p.add_argument("--images", default=None, help="image folder to use instead of the samples")
-    p.add_argument("--limit", type=int, default=8, help="at most N images from --images (8)")
-    p.add_argument(
-        "--model", default="efficientnet_lite0", help="model (default efficientnet_lite0)"
+    add_model(p)
+    add_cut(p)
+    add_codec(
+        p,
+        help="feature codec (default: the model's recommended codec at the cut, "
+        "calibrated by a shipped preset)",
     )
-    p.add_argument("--cut", default=DEFAULT_CUT, help=f"cut point (default {DEFAULT_CUT})")
-    p.add_argument(
-        "--codec",
-        default=DEFAULT_CODEC,
-        help=f"feature codec (default {DEFAULT_CODEC}, calibration from the shipped preset)",
+    add_data(
+        p, default=None, old=["--images"], help="image folder to use instead of the sample photos"
     )
+    add_limit(p, default=8)
     p.add_argument(
-        "--jpeg-quality", type=int, default=90, help="quality of the JPEG baseline (default 90)"
+        "--jpeg-quality", type=quality, default=90, help="quality of the JPEG baseline (default 90)"
     )
-    p.add_argument("--json", dest="json_path", default=None, help="also write the results to PATH")
+    add_outputs(p)
     p.set_defaults(func=run)
 
 
@@ -63,12 +74,24 @@ def jpeg_size(spec: Any, image: Any, quality: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cloud.process import DaemonProcess
+    from edgecloud.models import model_record
 
+    record = model_record(model_name(args))
+    args.cut = args.cut or record.default_cut
+    args.codec = args.codec or record.codec_for(args.cut)
     daemon = DaemonProcess(
-        ["--bind", "tcp://127.0.0.1:0", "--model", args.model, "--cut", args.cut,
-         "--stats-interval", "3600"],
+        [
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--model",
+            record.name,
+            "--cut",
+            args.cut,
+            "--stats-interval",
+            "3600",
+        ],
         verbose=getattr(args, "verbose", False),
-    )  # fmt: skip
+    )
     try:
         return _run(args, daemon)
     finally:
@@ -78,17 +101,18 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     import torch
 
-    from edgecloud.cli.common import format_table, write_json
+    from edgecloud.cli.common import Column, format_table, write_json
     from edgecloud.edge import EdgeClient, iter_frames
     from edgecloud.models import load_model
 
-    spec = load_model(args.model)  # loads while the daemon starts
-    frames = list(iter_frames(args.images, args.limit)) if args.images else list(sample_photos())
+    spec = load_model(model_name(args))  # loads while the daemon starts
+    frames = list(iter_frames(args.data, args.limit)) if args.data else list(sample_photos())
     endpoint = daemon.start()
     print(f"cloud daemon listening on {endpoint} (child process {daemon.pid})")
     rows: List[Dict[str, Any]] = []
     with EdgeClient(endpoint, spec=spec, cut=args.cut, codec=args.codec, timeout_s=30) as edge:
-        edge.predict(frames[0][1])  # warm-up: first calls of head and tail are slow
+        edge.connect()
+        edge.warm_up()
         for result, (_name, image) in zip(edge.stream(frames), frames):
             with torch.inference_mode():
                 probs = spec.module(spec.preprocessing(image)[None]).softmax(dim=1)[0]
@@ -111,33 +135,35 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
                 }
             )
     print(
-        f"\nmodel {spec.name}, cut {args.cut}, codec {args.codec}; bytes = feature bitstream "
-        f"sent; jpeg_bytes = the same 224x224 crop as JPEG q{args.jpeg_quality}\n"
+        f"\nmodel {spec.name}, cut {args.cut}, codec {args.codec}; sent = the feature "
+        f"bitstream; JPEG = the same 224x224 crop as JPEG q{args.jpeg_quality}\n"
     )
+    for row in rows:
+        row["same"] = "yes" if row["same_as_local"] else "no"
     print(
         format_table(
             rows,
             [
-                "image",
-                "prediction",
-                "score",
-                "same_as_local",
-                "local_prediction",
-                "local_score",
-                "bytes",
-                "jpeg_bytes",
-                "jpeg_ratio",
+                Column("image"),
+                Column("prediction", "cloud answer"),
+                Column("score", format="score"),
+                Column("same", "= local"),
+                Column("local_prediction", "local full model"),
+                Column("local_score", "score", "score"),
+                Column("bytes", "sent B", "int"),
+                Column("jpeg_bytes", "JPEG B", "int"),
+                Column("jpeg_ratio", "JPEG / sent", "ratio"),
             ],
         )
     )
-    print("\nlatency breakdown (ms)\n")
+    print("\nlatency (ms; one request per image, after a warm-up)\n")
     stages = ["preprocess_ms", "head_ms", "encode_ms", "rtt_ms", "decode_ms", "queue_ms", "tail_ms"]
-    print(format_table(rows, ["image", *stages]))
+    print(format_table(rows, [Column("image")] + [Column(s, s[:-3], "ms") for s in stages]))
     agree = sum(r["same_as_local"] for r in rows)
     print(
-        f"\n{agree}/{len(rows)} predictions equal the local full model's (local_prediction); "
-        "a lossy codec may change answers the model is unsure of (low local_score). "
-        "rtt_ms includes the cloud's decode, queue and tail time."
+        f"\n{agree}/{len(rows)} cloud answers equal the local full model's; a lossy codec may "
+        "change answers the model is unsure of (a low local score). rtt includes the cloud's "
+        "decode, queue and tail time."
     )
     write_json(
         args.json_path,

@@ -7,25 +7,41 @@ import json
 import sys
 from typing import Any, Dict, List
 
-from edgecloud.backends.options import add_backend_options
-from edgecloud.cli.common import add_model_options, add_output_options
+from edgecloud.cli.common import write_json
+from edgecloud.cli.options import (
+    DEFAULT_ENDPOINT,
+    add_bad_images,
+    add_codec,
+    add_command,
+    add_cut,
+    add_data,
+    add_head,
+    add_limit,
+    add_model,
+    add_outputs,
+    endpoint,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
-  edgecloud edge --connect tcp://10.0.0.2:5555 --source photos/     # cut blocks, best codec
-  edgecloud edge --connect tcp://10.0.0.2:5555 --source photos/ --cut blocks.4 --codec q8-ncc-zstd
-  edgecloud edge --connect tcp://10.0.0.2:5555 --source clip.mp4 --jsonl results.jsonl
-  edgecloud edge --connect tcp://10.0.0.2:5555 --source 0 --codec q8-ncc-zstd   # camera 0
+  edgecloud edge --data photos/                    # daemon at {DEFAULT_ENDPOINT}, default cut
+  edgecloud edge --connect tcp://10.0.0.2:5555 --data photos/ --cut blocks.3
+  edgecloud edge --connect tcp://10.0.0.2:5555 --data clip.mp4 --jsonl results.jsonl
+  edgecloud edge --connect tcp://10.0.0.2:5555 --data 0 --codec q8-ncc-zstd   # camera 0
 
-Video files and cameras need OpenCV (pip install 'edgecloud[video]'). One line per frame
-(top-1 label, bytes sent, round trip); --jsonl writes every result with per-stage timings
-(preprocess_ms, head_ms, encode_ms, rtt_ms, decode_ms, queue_ms, tail_ms, server_ms).
-Codecs that need a calibration use the preset shipped for the model, weights and cut
-(edgecloud.presets) unless --codec-calibration is given.
+On start the edge pings the daemon (--connect-timeout) and checks that it serves the model,
+weights and cut and knows the codec's calibration; then it warms up (one blank image through
+head and encoder) and streams. One line per frame (top-1 label, bytes sent, round trip);
+--jsonl writes every result with per-stage timings (preprocess_ms, head_ms, encode_ms, rtt_ms,
+decode_ms, queue_ms, tail_ms, server_ms). The final JSON line has counts and the median of each
+stage over the frames. If the daemon stops answering, the run stops with one message. Codecs
+that need a calibration use the preset shipped for the model, weights and cut
+(edgecloud.presets) unless --codec-calibration is given. Video files and cameras need OpenCV
+(pip install 'edgecloud[video]').
 """
-
-DEFAULT_CUT = "blocks"  # with DEFAULT_CODEC: 1.57 KB/image, -0.82 points top-1 (docs/codec.md)
-DEFAULT_CODEC = "q4-ncc-crans-s2.5-pt"
 
 SUMMARY_STAGES = (
     "preprocess_ms",
@@ -39,47 +55,64 @@ SUMMARY_STAGES = (
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "edge",
         help="run the edge runtime (head + codec) against a cloud daemon",
         description="Edge runtime: preprocess each frame, run the head, encode the feature, "
         "send it to `edgecloud serve` and print the answers. Pipelined: the head works on the "
         "next frame while earlier ones are on the wire.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="daemon endpoint")
     p.add_argument(
-        "--source", required=True, help="image folder, image file, video file or camera index"
+        "--connect",
+        type=endpoint,
+        default=DEFAULT_ENDPOINT,
+        help=f"daemon endpoint (default {DEFAULT_ENDPOINT})",
     )
-    p.add_argument("--limit", type=int, default=None, help="stop after N frames")
-    add_model_options(p, cut=True)
     p.add_argument(
-        "--codec",
-        default=DEFAULT_CODEC,
-        help=f"feature codec spec (default {DEFAULT_CODEC}, with --cut {DEFAULT_CUT})",
+        "--connect-timeout",
+        type=positive_float,
+        default=5.0,
+        help="seconds to wait for the daemon at start (default 5)",
     )
+    add_data(
+        p,
+        default=None,
+        old=["--source"],
+        help="frames: image folder, image file, video file or camera index (required)",
+    )
+    add_limit(p)
+    add_bad_images(p)
+    add_model(p)
+    add_cut(p)
+    add_codec(p)
     p.add_argument(
         "--codec-calibration",
         default=None,
+        metavar="FILE",
         help="codec calibration file (default: the shipped preset for model, cut and codec)",
     )
-    add_backend_options(p)
-    p.add_argument("--window", type=int, default=4, help="frames in flight (default 4)")
+    add_head(p)
+    p.add_argument("--window", type=positive_int, default=4, help="frames in flight (default 4)")
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds before a resend (default 10)"
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds without a reply before a frame is resent (default 10)",
     )
-    p.add_argument("--retries", type=int, default=3, help="resends per frame (default 3)")
-    p.add_argument("--top-k", type=int, default=5, help="labels per answer (default 5)")
-    p.add_argument("--jsonl", default=None, help="write one JSON line per frame to PATH")
+    p.add_argument(
+        "--retries", type=nonnegative_int, default=3, help="resends per frame (default 3)"
+    )
+    p.add_argument("--top-k", type=positive_int, default=5, help="labels per answer (default 5)")
     p.add_argument("--curve-secret", default=None, help="CurveZMQ: this edge's .key_secret")
     p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the daemon's .key")
-    add_output_options(p)
+    add_outputs(p, jsonl=True)
     p.set_defaults(func=run)
 
 
 def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Counts, mean bytes and median per-stage timings of edge results."""
+    """Counts, mean bytes and the median of each per-stage timing over the answered frames."""
     import numpy as np
 
     ok = [r for r in records if r["status"] == "ok"]
@@ -94,21 +127,31 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecloud.backends.options import runner_from_args
-    from edgecloud.cli.common import write_json
+    from edgecloud.cli.options import head_runner, model_name
     from edgecloud.edge import EdgeClient, iter_frames
+    from edgecloud.edge.client import check_served, probe
+    from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
+    from edgecloud.partition import resolve_cut
     from edgecloud.transport import SocketOptions
 
-    spec = load_model(args.model, weights=args.weights)
-    cut = args.cut or DEFAULT_CUT
+    if args.data is None:
+        raise ConfigError("--data is required: an image folder, image file, video or camera index")
+    options = SocketOptions(
+        curve_secret_file=args.curve_secret, curve_server_key_file=args.curve_server_key
+    )
+    info = probe(args.connect, args.connect_timeout, options)  # before loading anything
+    spec = load_model(model_name(args), weights=args.weights)
+    cut = resolve_cut(spec, args.cut)
     calibration = None
     if args.codec_calibration:
         from edgecloud.codec import CodecCalibration
 
         calibration = CodecCalibration.load(args.codec_calibration)
-    head = runner_from_args(args, spec, cut)
+    head = head_runner(args, spec, cut)
+    skipped: List[str] = []
     records: List[Dict[str, Any]] = []
+    stopped = ""
     sink = open(args.jsonl, "w") if args.jsonl else None  # noqa: SIM115 - closed below
     try:
         with EdgeClient(
@@ -122,11 +165,22 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             retries=args.retries,
             top_k=args.top_k,
-            options=SocketOptions(
-                curve_secret_file=args.curve_secret, curve_server_key_file=args.curve_server_key
-            ),
+            options=options,
         ) as edge:
-            for result in edge.stream(iter_frames(args.source, args.limit)):
+            check_served(info, spec, cut, edge.codec)
+            edge.warm_up()
+            print(
+                f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "
+                f"{args.connect}",
+                file=sys.stderr,
+            )
+            frames = iter_frames(
+                args.data, args.limit, skipped if args.on_bad_image == "skip" else None
+            )
+            for result in edge.stream(frames):
+                if result.code == "no_reply":  # the daemon is gone: say so once and stop
+                    stopped = result.message
+                    break
                 record = result.to_dict()
                 records.append(record)
                 if sink:
@@ -143,8 +197,21 @@ def run(args: argparse.Namespace) -> int:
         if sink:
             sink.close()
     summary = summarize(records)
-    summary.update(model=spec.name, cut=cut, codec=args.codec, backend=args.backend)
-    summary["int8"] = args.int8
+    summary.update(
+        model=spec.name,
+        cut=cut,
+        codec=edge.codec_spec,
+        backend=args.backend,
+        int8=args.int8,
+        skipped_images=len(skipped),
+    )
+    if stopped:
+        summary["stopped"] = stopped
+        print(
+            f"edgecloud edge: error: the daemon at {args.connect} stopped answering after "
+            f"{len(records)} frames ({stopped})",
+            file=sys.stderr,
+        )
     print(json.dumps(summary))
     write_json(args.json_path, summary)
-    return 0 if records and summary["errors"] == 0 else 1
+    return 0 if records and summary["errors"] == 0 and not stopped else 1

@@ -1,38 +1,46 @@
-"""``edgecloud profile MODEL``: what each cut point costs."""
+"""``edgecloud profile [MODEL]``: what each cut point costs."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from edgecloud.cli.common import add_output_options, format_table, write_json
+from edgecloud.cli.common import Column, format_table, write_json
+from edgecloud.cli.options import (
+    add_command,
+    add_cut,
+    add_model,
+    add_outputs,
+    add_progress,
+    add_threads,
+    positive_int,
+)
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
         "profile",
         help="per-cut feature size, MACs, parameters and head latency",
-        description="For every cut point: feature shape and element count, bytes at fp32/int8, "
-        "head and tail MACs, head and tail parameters, and the head's measured latency "
-        "(torch fp32, batch 1, median) on this machine.",
+        description="For every cut point (or --cut ...): feature shape and element count, KB at "
+        "fp32/int8, head and tail MACs and parameters, and the head's latency measured on this "
+        "machine (torch fp32, batch 1, median of --repeat runs after one warm-up run).",
     )
-    parser.add_argument("model", help="registered model name (see `edgecloud models`)")
+    add_model(parser, positional=True)
+    add_cut(parser, many=True, help="cut points to profile (default: all)")
     parser.add_argument(
-        "--weights", default=None, help="weights file or 'random' (costs do not depend on it)"
+        "--repeat", type=positive_int, default=5, help="timed runs per cut (default 5)"
     )
-    parser.add_argument(
-        "--cuts", default=None, help="comma-separated cut names (default: all cut points)"
-    )
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cut (default 5)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
-    )
-    add_output_options(parser)
+    add_threads(parser, "head (torch)")
+    add_progress(parser)
+    add_outputs(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from edgecloud.cli.options import model_name
     from edgecloud.models import load_model
     from edgecloud.models.registry import weights_for_structure
     from edgecloud.partition import get_cut
@@ -40,42 +48,35 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = load_model(args.model, args.weights or weights_for_structure(args.model))
-    cuts = [get_cut(spec, name.strip()) for name in args.cuts.split(",")] if args.cuts else None
-    profiles = profile_cuts(spec, cuts, repeat=args.repeat)
+    name = model_name(args)
+    spec = load_model(name, args.weights or weights_for_structure(name))
+    cuts = [get_cut(spec, cut) for cut in args.cuts] if args.cuts else None
+    profiles = profile_cuts(spec, cuts, repeat=args.repeat, progress=not args.no_progress)
     rows = [p.as_dict() for p in profiles]
-    for row in rows:
-        row["head_mmacs"] = row["head_macs"] / 1e6
-        row["tail_mmacs"] = row["tail_macs"] / 1e6
-        row["kb_fp32"] = row["bytes_fp32"] / 1024
-        row["kb_int8"] = row["bytes_int8"] / 1024
     print(
         format_table(
             rows,
             [
-                "cut",
-                "shape",
-                "elements",
-                "kb_fp32",
-                "kb_int8",
-                "head_mmacs",
-                "tail_mmacs",
-                "head_params",
-                "tail_params",
-                "head_ms",
+                Column("cut"),
+                Column("shape"),
+                Column("elements", format="int"),
+                Column("bytes_fp32", "KB fp32", "kb"),
+                Column("bytes_int8", "KB int8", "kb"),
+                Column("head_macs", "head MACs", "int"),
+                Column("tail_macs", "tail MACs", "int"),
+                Column("head_params", "head params", "int"),
+                Column("tail_params", "tail params", "int"),
+                Column("head_ms", "head ms (median)", "ms"),
             ],
         )
     )
     print(
-        f"\n{spec.name}: {len(rows)} cut points; head_ms measured with torch fp32, batch 1, "
-        f"{torch.get_num_threads()} threads"
+        f"\n{spec.name}: {len(rows)} cut points; head ms: torch fp32, batch 1, median of "
+        f"{args.repeat} runs after a warm-up, {torch.get_num_threads()} threads"
     )
     write_json(
         args.json_path,
-        {
-            "model": spec.name,
-            "threads": torch.get_num_threads(),
-            "cuts": [p.as_dict() for p in profiles],
-        },
-    )
+        {"model": spec.name, "threads": torch.get_num_threads(), "repeat": args.repeat,
+         "cuts": rows},
+    )  # fmt: skip
     return 0

@@ -1,94 +1,117 @@
-"""``edgecloud sweep``: rate–accuracy sweep over cut points × codecs (× bit depths)."""
+"""``edgecloud sweep``: rate-accuracy sweep over cut points x codecs (x bit depths)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
+from typing import Any, Dict, List
 
-from edgecloud.cli.common import (
-    add_data_options,
-    add_model_options,
-    add_output_options,
-    format_table,
-    write_json,
+from edgecloud.cli.common import Column, format_table, write_json
+from edgecloud.cli.options import (
+    add_codec,
+    add_command,
+    add_cut,
+    add_data,
+    add_limit,
+    add_loader,
+    add_model,
+    add_outputs,
+    add_progress,
+    add_save_calibrations,
+    bit_depths,
+    nonnegative_int,
 )
 
-DEFAULT_CODECS = (
-    "raw,f16-zstd,q8-ncc-zstd,q4-ncc-zstd,q4-ncc-crans-s2-pt,q4-ncc-crans-s2.5-pt,"
-    "jpeg-input-q75,jpeg-input-q95"
-)
+DEFAULT_CODECS = [
+    "raw",
+    "f16-zstd",
+    "q8-ncc-zstd",
+    "q4-ncc-zstd",
+    "q4-ncc-crans-s2-pt",
+    "q4-ncc-crans-s2.5-pt",
+    "jpeg-input-q75",
+    "jpeg-input-q95",
+]
 TABLE = [
-    "cut",
-    "codec",
-    "top1",
-    "top1_drop",
-    "fidelity",
-    "bytes_per_image",
-    "bits_per_element",
-    "encode_ms",
-    "decode_ms",
+    Column("cut"),
+    Column("codec"),
+    Column("top1", "top-1 %", "pct"),
+    Column("top1_drop", "drop (points)", "points"),
+    Column("fidelity", "fidelity %", "pct"),
+    Column("bytes_per_image", "KB/image", "kb"),
+    Column("bits_per_element", "bits/element", "bits"),
+    Column("encode_ms", "encode ms", "ms"),
+    Column("decode_ms", "decode ms", "ms"),
 ]
 _NUMERIC_INT = {"bits", "images", "calib_images", "elements"}
 
+EPILOG = f"""\
+examples:
+  edgecloud sweep                                      # default cut, {len(DEFAULT_CODECS)} codecs
+  edgecloud sweep --cut blocks.3,blocks --codec q8-ncc-zstd,q4-ncc-crans-s2.5-pt --limit 200
+  edgecloud sweep --codec q8-ncc-zstd --bits 2,4,8 --csv out.csv --plot out.png
+  edgecloud sweep --csv out.csv --resume                   # continue an interrupted sweep
 
-def _csv_list(text: str):
-    return [t.strip() for t in text.split(",") if t.strip()]
+Rows are written to the CSV (and the JSON rewritten) as each finishes; without --csv/--json
+they go to sweep-<date>-<time>.csv/.json in the working folder. Codec specs: docs/codec.md.
+"""
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
         "sweep",
         help="rate-accuracy sweep: cuts x codecs x bit depths -> CSV/JSON/plot",
         description="Encode every evaluation image's feature at each cut with each codec (one "
         "message per image), decode it, run the tail and report top-1/top-5, fidelity (top-1 "
-        "agreement with the uncompressed model), bytes/image, bits/element and encode/decode "
+        "agreement with the uncompressed model), KB/image, bits/element and encode/decode "
         "ms/image. Calibration images (for calibrated codecs) are the LAST --calib-images files "
         "of the sorted folder; evaluation uses the first --limit of the rest, so the two sets "
         "are disjoint. jpeg-input-qNN codecs send the 224x224 crop as JPEG instead (cut "
-        "'input'). Codec specs: see docs/codec.md.",
+        "'input').",
+        epilog=EPILOG,
     )
-    add_model_options(parser)
-    parser.add_argument(
-        "--cuts", default=None, help="comma-separated cut names (default: the model's default cut)"
+    add_model(parser)
+    add_cut(
+        parser,
+        many=True,
+        help="cut(s), repeatable or comma-separated (default: the model's default cut)",
     )
-    parser.add_argument(
-        "--codecs",
-        default=DEFAULT_CODECS,
-        help=f"comma-separated codec specs (default {DEFAULT_CODECS})",
+    add_codec(
+        parser,
+        many=True,
+        help=f"codec spec(s), repeatable or comma-separated (default: {','.join(DEFAULT_CODECS)})",
     )
     parser.add_argument(
         "--bits",
+        type=bit_depths,
         default=None,
-        help="comma-separated bit depths substituted into every qN-... codec, e.g. 2,3,4,8",
+        help="bit depths substituted into every qN-... codec, e.g. 2,3,4,8",
     )
-    add_data_options(parser)
+    add_data(parser)
+    add_limit(parser)
     parser.add_argument(
         "--calib-images",
-        type=int,
+        type=nonnegative_int,
         default=64,
-        help="calibration images, taken from the end of the sorted folder (default 64)",
+        help="calibration images, the last ones of the sorted folder (default 64)",
     )
-    parser.add_argument(
-        "--calibration",
-        default=None,
-        help="directory to save the fitted codec calibrations in (e.g. calibration/)",
-    )
-    parser.add_argument("--csv", dest="csv_path", default=None, help="append rows to this CSV")
+    add_loader(parser)
+    add_save_calibrations(parser)
+    add_outputs(parser, plot=True, csv=True, markdown=True)
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="with --csv: keep the rows already in the CSV and run only the missing ones",
+        help="keep the rows already in --csv and run only the missing ones",
     )
-    parser.add_argument(
-        "--markdown", default=None, help="also write the results as a Markdown table to PATH"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_output_options(parser, plot=True)
+    add_progress(parser)
     parser.set_defaults(func=run)
 
 
-def _typed(row):
-    out = {}
+def _typed(row: Dict[str, str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
     for key, value in row.items():
         if key in _NUMERIC_INT:
             out[key] = int(value)
@@ -101,51 +124,92 @@ def _typed(row):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecloud.experiments.plots import markdown_table, plot_rate_accuracy
+    from tqdm import tqdm
+
+    from edgecloud.cli.options import model_name
+    from edgecloud.errors import ConfigError
     from edgecloud.experiments.sweep import CsvLog, Sweep, SweepData, expand_codecs
     from edgecloud.models import load_model
     from edgecloud.partition import default_cut, get_cut
 
-    bits = [int(b) for b in _csv_list(args.bits)] if args.bits else None
-    codecs = expand_codecs(_csv_list(args.codecs), bits)
-    model = load_model(args.model, args.weights)
-    cuts = _csv_list(args.cuts) if args.cuts else [default_cut(model)]
+    codecs = expand_codecs(args.codecs or DEFAULT_CODECS, args.bits)
+    if args.resume and not args.csv_path:
+        raise ConfigError("--resume needs --csv PATH (the CSV of the sweep to continue)")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    csv_path = Path(args.csv_path or f"sweep-{stamp}.csv")
+    json_path = args.json_path or (None if args.csv_path else f"sweep-{stamp}.json")
+    model = load_model(model_name(args), args.weights)
+    cuts = args.cuts or [default_cut(model)]
     for cut in cuts:
         get_cut(model, cut)  # CutPointError lists the valid names
     data = SweepData.split(args.data, model, args.limit, args.calib_images)
     print(data.describe())
-    log = CsvLog(Path(args.csv_path), args.resume) if args.csv_path else None
-    rows = [_typed(r) for r in log.done.values()] if log else []
+    log = CsvLog(csv_path, args.resume)
+    rows: List[Dict[str, Any]] = [_typed(r) for r in log.done.values()]
+    print(f"writing rows to {csv_path}" + (f" and {json_path}" if json_path else ""))
     if rows:
-        print(f"resuming: {len(rows)} rows already in {args.csv_path}")
+        print(f"resuming: {len(rows)} rows already in {csv_path}")
+    bar = tqdm(total=0, unit="image", desc="sweep", disable=args.no_progress, file=sys.stderr)
     sweep = Sweep(
         model,
         data,
         cuts,
         codecs,
         batch_size=args.batch_size,
-        workers=args.workers,
-        calibration_dir=Path(args.calibration) if args.calibration else None,
-        progress=not args.no_progress,
-        skip=log.has if log else (lambda cut, codec: False),
+        workers=args.data_workers,
+        calibration_dir=Path(args.save_calibrations) if args.save_calibrations else None,
+        on_bad_image=args.on_bad_image,
+        progress=bar.update,
+        skip=log.has,
     )
-    for row in sweep.rows():
-        rows.append(row)
-        if log:
+    bar.total = sweep.total_images()
+    try:
+        for row in sweep.rows():
+            rows.append(row)
             log.append(row)
+            write_json(json_path, _payload(data, rows))
+            bar.write(
+                f"{row['cut']} {row['codec']}: top-1 {100 * row['top1']:.2f} % "
+                f"(drop {100 * row['top1_drop']:+.2f} points), "
+                f"{row['bytes_per_image'] / 1024:.2f} KB/image, "
+                f"{row['bits_per_element']:.3f} bits/element"
+            )
+    except KeyboardInterrupt:
+        bar.close()
         print(
-            f"{row['cut']} {row['codec']}: top1 {row['top1']:.4f} (drop {row['top1_drop']:+.4f}) "
-            f"{row['bytes_per_image']:.0f} B/image {row['bits_per_element']:.3f} bit/element",
-            flush=True,
+            f"\ninterrupted: {len(rows)} finished rows are in {csv_path}; continue with the same "
+            f"command plus --csv {csv_path} --resume",
+            file=sys.stderr,
         )
+        return 130
+    bar.close()
     print()
     print(format_table(rows, TABLE))
+    skipped = len(data.evaluation.skipped)
     if rows:
-        print(f"uncompressed top1 {rows[0]['ref_top1']:.4f} on {rows[0]['images']} images")
-    write_json(args.json_path, {"data": data.describe(), "rows": rows})
+        print(
+            f"\nuncompressed top-1 {100 * rows[0]['ref_top1']:.2f} % on {rows[0]['images']} "
+            f"images"
+            + (f" ({skipped} unreadable, skipped)" if skipped else "")
+            + "; drop = top-1 points lost against it; encode/decode ms: mean per image, one "
+            "thread, including the first calls"
+        )
+    write_json(json_path, _payload(data, rows))
     if args.markdown:
+        from edgecloud.experiments.plots import markdown_table
+
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(markdown_table(rows))
     if args.plot:
+        from edgecloud.experiments.plots import plot_rate_accuracy
+
         print(f"plot: {plot_rate_accuracy(rows, args.plot)}")
     return 0
+
+
+def _payload(data: Any, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "data": data.describe(),
+        "skipped_images": sorted(data.evaluation.skipped),
+        "rows": rows,
+    }

@@ -27,7 +27,7 @@ Example ``serve.toml``::
 
     [[models]]
     name = "efficientnet_lite0"
-    cuts = ["blocks.4", "blocks.5"]
+    cuts = ["blocks", "blocks.3"]    # omitted: the model's served cuts (`edgecloud cuts`)
     # weights = "path/to/state_dict.pt"
 """
 
@@ -39,22 +39,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from edgecloud.errors import ConfigError
+from edgecloud.models.record import DEFAULT_MODEL
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python < 3.11 (Jetson)
     import tomli as tomllib
 
-# served without a config: the demo's cut (best codec, calibration preset) and the former default
-SERVED_CUTS = ("blocks", "blocks.4")
-
 
 @dataclass
 class ModelConfig:
-    """One model served by the daemon and the cuts whose tails it loads."""
+    """One model served by the daemon and the cuts whose tails it loads (none given: the
+    model record's served cuts, see ``edgecloud cuts``)."""
 
     name: str
-    cuts: List[str]
+    cuts: List[str] = field(default_factory=list)
     weights: Optional[str] = None
 
 
@@ -80,9 +79,7 @@ class AdmissionConfig:
 class ServerConfig:
     bind: str = "tcp://127.0.0.1:5555"
     device: str = "cpu"
-    models: List[ModelConfig] = field(
-        default_factory=lambda: [ModelConfig("efficientnet_lite0", list(SERVED_CUTS))]
-    )
+    models: List[ModelConfig] = field(default_factory=lambda: [ModelConfig(DEFAULT_MODEL)])
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     max_message_bytes: int = 0  # 0: derived from the served cuts (see message_limit)
@@ -118,9 +115,6 @@ class ServerConfig:
             raise ConfigError("admission.rate_per_client and drain_timeout_s must be >= 0")
         if not self.models:
             raise ConfigError("no models configured")
-        for model in self.models:
-            if not model.cuts:
-                raise ConfigError(f"model {model.name!r} has no cuts")
         return self
 
 

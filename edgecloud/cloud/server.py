@@ -132,6 +132,7 @@ class CloudServer:
             self._calibrations = _load_calibrations(config.codec_calibrations, config.codec_presets)
         if self._executor is None:
             self._executor = TorchExecutor(self._registry.device)
+        self._warm_up()
         self.max_message_bytes = message_limit(config, self._registry.max_elements())
         opts = SocketOptions(
             max_message_bytes=self.max_message_bytes,
@@ -167,6 +168,18 @@ class CloudServer:
         if self._auth is not None:
             log.info("event=curve clients=%s", config.curve_clients_dir or "any")
         return self.endpoint
+
+    def _warm_up(self) -> None:
+        """One batch through every tail and one round trip through every calibrated codec
+        before the socket opens, so that the first requests do not pay for first calls
+        (operator selection, codec tables, imports)."""
+        from edgecloud.codec import FeatureCodec
+
+        for entry in self._registry.entries():
+            self._executor.run(entry, np.zeros((1, *entry.shape), dtype=np.float32))
+        for calibration in self._calibrations.values():
+            codec = FeatureCodec.from_spec(calibration.spec, calibration)
+            codec.decode(codec.encode(np.zeros((calibration.channels, 2, 2), np.float32)))
 
     def stop(self, drain_timeout_s: Optional[float] = None) -> None:
         """Stop: new requests get ``shutting_down``; queued ones are computed and answered for
@@ -432,6 +445,10 @@ class CloudServer:
             "max_queue_delay_ms": b.max_queue_delay_ms,
             "max_inflight_per_client": a.max_inflight_per_client,
             "rate_per_client": a.rate_per_client,
+            "calibrations": {
+                cal.id: {"spec": cal.spec, "hash": cal.hash[:16], **_calibration_scope(cal)}
+                for cal in self._calibrations.values()
+            },
         }
 
     def _stats(self) -> Dict[str, Any]:
@@ -519,6 +536,11 @@ def top_k_softmax(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     part_probs = np.take_along_axis(probs, part, axis=1)
     order = np.argsort(-part_probs, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_probs, order, axis=1)
+
+
+def _calibration_scope(calibration: Any) -> Dict[str, Any]:
+    meta = calibration.meta
+    return {key: meta[key] for key in ("model", "cut", "weights") if key in meta}
 
 
 def _load_calibrations(paths: List[str], presets: bool) -> Dict[str, Any]:

@@ -45,11 +45,13 @@ class TailRegistry:
     @classmethod
     def from_config(cls, models: Sequence[ModelConfig], device: str = "cpu") -> TailRegistry:
         from edgecloud.models import load_model
+        from edgecloud.partition import default_cut
 
         registry = cls(device)
         for cfg in models:
             spec = load_model(cfg.name, weights=cfg.weights)
-            for cut in cfg.cuts:
+            served = spec.record.serve_cuts() if spec.record else []
+            for cut in cfg.cuts or served or [default_cut(spec)]:
                 registry.add(spec, cut)
         return registry
 
@@ -93,6 +95,9 @@ class TailRegistry:
                 f"cut {cut!r} of {model!r} is not served (served: {self._models[model]})",
             )
         return entry
+
+    def entries(self) -> List[TailEntry]:
+        return list(self._entries.values())
 
     def max_elements(self) -> int:
         """Elements of the largest feature served (bounds what a request may carry)."""

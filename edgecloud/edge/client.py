@@ -1,6 +1,7 @@
 """``EdgeClient``: preprocess -> head -> encode -> send -> receive, pipelined.
 
 >>> with EdgeClient("tcp://127.0.0.1:5555", cut="blocks.4", codec="q8-ncc-zstd") as edge:
+...     edge.connect()                                       # fails fast if nothing answers
 ...     result = edge.predict("cat.jpg")
 ...     print(result.labels[0], result.timings)
 ...     for result in edge.stream(iter_frames("photos/")):   # head of frame i+1 runs
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from edgecloud.errors import CalibrationError, ServerError, TransportError
+from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import Reply, Request
 from edgecloud.transport.sockets import SocketOptions
@@ -87,7 +89,8 @@ class EdgeClient:
 
     Args:
         endpoint: the daemon, e.g. ``tcp://10.0.0.2:5555``.
-        model, cut, codec: what to run and how to encode the feature.
+        model, cut, codec: what to run and how to encode the feature (default: the model's
+            default cut and the codec its record recommends there).
         spec: an already loaded ``ModelSpec`` (otherwise ``load_model(model, weights)``).
         head: any object with ``run(batch: np.ndarray) -> np.ndarray``, e.g. from
             :func:`edgecloud.backends.create_head_runner` (default: the torch head).
@@ -98,9 +101,9 @@ class EdgeClient:
     def __init__(
         self,
         endpoint: str,
-        model: str = "efficientnet_lite0",
-        cut: str = "blocks.4",
-        codec: str = "q8-ncc-zstd",
+        model: str = DEFAULT_MODEL,
+        cut: Optional[str] = None,
+        codec: Optional[str] = None,
         *,
         weights: Optional[str] = None,
         spec: Any = None,
@@ -116,9 +119,12 @@ class EdgeClient:
         from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
         from edgecloud.models import load_model
+        from edgecloud.partition import resolve_cut
 
         self.spec = spec if spec is not None else load_model(model, weights=weights)
-        self.cut = cut
+        self.cut = cut = resolve_cut(self.spec, cut)
+        if codec is None:
+            codec = self.spec.record.codec_for(cut) if self.spec.record else FALLBACK_CODEC
         self.codec_spec = codec
         self.head = head if head is not None else create_head_runner("torch", self.spec, cut)
         if calibration is None:
@@ -129,6 +135,25 @@ class EdgeClient:
         self.client = FeatureClient(
             endpoint, window=window, timeout_s=timeout_s, retries=retries, options=options
         )
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def connect(self, timeout_s: float = 5.0) -> Dict[str, Any]:
+        """Ping the daemon and check that it serves this model, weights and cut and knows the
+        codec's calibration; returns its ``ping`` info.
+
+        Raises :class:`TransportError` if nothing answers within ``timeout_s`` and
+        :class:`ServerError` (code ``unknown_model``, ``unknown_cut``, ``weights_mismatch`` or
+        ``corrupt_bitstream``) naming what the daemon serves instead.
+        """
+        info = ping_daemon(self.client, timeout_s)
+        check_served(info, self.spec, self.cut, self.codec)
+        return info
+
+    def warm_up(self) -> None:
+        """Run preprocessing, head and encoder once on a blank image (first calls are slow)."""
+        side = self.spec.preprocessing.resize
+        self.prepare(Image.new("RGB", (side, side), (128, 128, 128)))
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -229,20 +254,72 @@ class EdgeClient:
         )
 
 
+def ping_daemon(client: FeatureClient, timeout_s: float) -> Dict[str, Any]:
+    """The daemon's ``ping`` info; :class:`TransportError` saying what to do if none answers."""
+    try:
+        return client.ping(timeout_s=timeout_s, retries=0).info
+    except TransportError:
+        raise TransportError(
+            f"no edgecloud daemon answers at {client.endpoint} (waited {timeout_s:g} s); start "
+            f"one there with `edgecloud serve --bind {client.endpoint}`, or give another "
+            "--connect endpoint"
+        ) from None
+
+
+def probe(
+    endpoint: str, timeout_s: float = 5.0, options: Optional[SocketOptions] = None
+) -> Dict[str, Any]:
+    """Ping the daemon at ``endpoint`` once (see :func:`ping_daemon`)."""
+    with FeatureClient(endpoint, options=options) as client:
+        return ping_daemon(client, timeout_s)
+
+
+def check_served(info: Dict[str, Any], spec: Any, cut: str, codec: Any) -> None:
+    """Raise :class:`ServerError` unless a daemon's ``ping`` info serves ``spec`` at ``cut`` and
+    knows the calibration of ``codec`` (a FeatureCodec)."""
+    models = info.get("models", {})
+    if spec.name not in models:
+        raise ServerError(
+            "unknown_model", f"the daemon does not serve {spec.name} (it serves {sorted(models)})"
+        )
+    cuts = models[spec.name]
+    if cut not in cuts:
+        raise ServerError(
+            "unknown_cut",
+            f"the daemon serves {spec.name} at {sorted(cuts)}, not at cut {cut!r}: use one of "
+            f"those with --cut, or start the daemon with `--cut {cut}`",
+        )
+    if cuts[cut].get("weights_id") != spec.weights_id:
+        raise ServerError(
+            "weights_mismatch",
+            f"the daemon's {spec.name} weights are {cuts[cut].get('weights_id')}, this edge's "
+            f"are {spec.weights_id}",
+        )
+    calibration = getattr(codec, "calibration", None)
+    known = info.get("calibrations", {})
+    if calibration is not None and calibration.id not in known:
+        raise ServerError(
+            "corrupt_bitstream",
+            f"the daemon does not have codec calibration {calibration.id} ({calibration.spec}); "
+            "give it the file with `edgecloud serve --codec-calibration FILE`",
+        )
+
+
 def preset_for(spec: Any, cut: str, codec: str) -> Any:
     """The shipped calibration preset for a codec that needs one (None if it needs none);
-    raises CalibrationError naming the missing preset."""
+    raises CalibrationError naming what to use instead."""
     from edgecloud.codec import parse_spec
-    from edgecloud.presets import PRESETS, find_preset
+    from edgecloud.presets import find_preset
 
     if not parse_spec(codec).needs_calibration:
         return None
     preset = find_preset(spec.name, spec.weights_id, cut, codec)
     if preset is None:
-        shipped = ", ".join(f"{m} {c} {s}" for m, c, s in PRESETS)
+        recommended = spec.record.codec_for(cut) if spec.record else FALLBACK_CODEC
         raise CalibrationError(
-            f"codec {codec!r} needs a calibration and no preset matches model {spec.name} "
-            f"(weights {spec.weights_id}) at cut {cut!r}; give one (--codec-calibration FILE, "
-            f"made with `edgecloud sweep --calibration DIR`) or use a preset ({shipped})"
+            f"codec {codec!r} needs a calibration and no preset ships for model {spec.name} "
+            f"(weights {spec.weights_id}) at cut {cut!r}: use --codec {recommended} there, or "
+            "give a calibration (--codec-calibration FILE, made with `edgecloud sweep "
+            "--save-calibrations DIR`)"
         )
     return preset

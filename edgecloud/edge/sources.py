@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 from PIL import Image
 
@@ -14,20 +15,29 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 Frame = Tuple[str, Image.Image]
+log = logging.getLogger(__name__)
 
 
-def iter_frames(source: Union[str, Path, int], limit: Optional[int] = None) -> Iterator[Frame]:
+def iter_frames(
+    source: Union[str, Path, int],
+    limit: Optional[int] = None,
+    skipped: Optional[List[str]] = None,
+) -> Iterator[Frame]:
     """Yield ``(name, RGB image)``: folder files in sorted order, video frames as
-    ``video.mp4#000012``, camera frames as ``camera0#000012``."""
-    yield from itertools.islice(_frames(source), limit)
+    ``video.mp4#000012``, camera frames as ``camera0#000012``.
+
+    An unreadable image of a folder raises :class:`DatasetError`, or, if ``skipped`` is a
+    list, is logged, appended to it and skipped.
+    """
+    yield from itertools.islice(_frames(source, skipped), limit)
 
 
-def _frames(source: Union[str, Path, int]) -> Iterator[Frame]:
+def _frames(source: Union[str, Path, int], skipped: Optional[List[str]]) -> Iterator[Frame]:
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         return _video(int(source), f"camera{int(source)}")
     path = Path(source)
     if path.is_dir():
-        return _folder(path)
+        return _folder(path, skipped)
     if not path.exists():
         raise DatasetError(
             f"source {path} does not exist (image folder, video file or camera index)"
@@ -45,14 +55,22 @@ def _open(path: Path) -> Image.Image:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
-def _folder(root: Path) -> Iterator[Frame]:
+def _folder(root: Path, skipped: Optional[List[str]]) -> Iterator[Frame]:
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files and (root / "images").is_dir():  # the ImageFolder layout: images/ + labels.csv
         files = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
     for path in files:
-        yield path.name, _open(path)
+        try:
+            image = _open(path)
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            log.warning("skipping unreadable image: %s", exc)
+            skipped.append(path.name)
+            continue
+        yield path.name, image
 
 
 def _video(source: Union[str, int], name: str) -> Iterator[Frame]:

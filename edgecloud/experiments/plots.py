@@ -15,6 +15,26 @@ def codec_family(codec: str) -> str:
     return re.sub(r"-s[\d.]+-", "-sX-", re.sub(r"^q\d+", "qB", codec))
 
 
+def family_label(codecs: Sequence[str]) -> str:
+    """The specs of one curve in one label: the parts that vary between them in braces,
+    e.g. ``q{2,4,8}-ncc-zstd-msg-pt`` or ``q4-ncc-crans-s{2,2.5,3}-pt``."""
+    token_lists = [codec.split("-") for codec in codecs]
+    if len({len(tokens) for tokens in token_lists}) != 1:
+        return ", ".join(codecs)
+    parts = []
+    for values in zip(*token_lists):
+        unique = list(dict.fromkeys(values))
+        if len(unique) == 1:
+            parts.append(unique[0])
+            continue
+        prefix = re.match(r"^[a-z]*", unique[0]).group(0)
+        if all(v.startswith(prefix) for v in unique):
+            parts.append(prefix + "{" + ",".join(v[len(prefix) :] for v in unique) + "}")
+        else:
+            parts.append("{" + ",".join(unique) + "}")
+    return "-".join(parts)
+
+
 def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
     """One curve per (cut, codec family) plus the JPEG-input baseline and the reference line."""
     import matplotlib
@@ -22,10 +42,11 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves: Dict[Tuple[str, str], List[Tuple[float, float]]] = defaultdict(list)
+    curves: Dict[Tuple[str, str], List[Tuple[float, float, str]]] = defaultdict(list)
     for row in rows:
-        key = (str(row["cut"]), codec_family(str(row["codec"])))
-        curves[key].append((float(row["bytes_per_image"]), 100.0 * float(row["top1"])))
+        codec = str(row.get("codec_canonical") or row["codec"])
+        key = (str(row["cut"]), codec_family(codec))
+        curves[key].append((float(row["bytes_per_image"]), 100.0 * float(row["top1"]), codec))
     fig, ax = plt.subplots(figsize=(13, 7))
     families = sorted({family for _, family in curves if family != "jpeg-input"})
     cuts = sorted({cut for cut, family in curves if family != "jpeg-input"})
@@ -33,14 +54,15 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
     styles = [("-", "o"), ("--", "^"), (":", "s"), ("-.", "D")]
     for (cut, family), points in sorted(curves.items()):
         points.sort()
-        xs, ys = zip(*points)
+        xs, ys, codecs = zip(*points)
         if family == "jpeg-input":
-            ax.plot(xs, ys, "k--s", label="JPEG of the 224x224 input", markersize=5, linewidth=2)
+            label = f"JPEG of the 224x224 input, {family_label(codecs)}"
+            ax.plot(xs, ys, "k--s", label=label, markersize=5, linewidth=2)
             continue
         line, marker = styles[cuts.index(cut) % len(styles)]
         color = palette(families.index(family) % 20)
         ax.plot(xs, ys, linestyle=line, marker=marker, color=color, markersize=4,
-                label=f"{cut} {family}")  # fmt: skip
+                label=f"{cut}: {family_label(codecs)}")  # fmt: skip
     if rows:
         ref = 100.0 * float(rows[0]["ref_top1"])
         ax.axhline(ref, color="grey", linestyle=":", label=f"uncompressed ({ref:.1f} %)")

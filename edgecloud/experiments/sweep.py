@@ -18,7 +18,6 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from edgecloud.codec import CodecCalibration, FeatureCodec, ImageInputCodec, parse_spec
 from edgecloud.datasets import ImageFolder, make_loader
@@ -31,6 +30,7 @@ COLUMNS = [
     "model",
     "cut",
     "codec",
+    "codec_canonical",
     "bits",
     "images",
     "calib_images",
@@ -111,14 +111,22 @@ class _CutFeatures:
     calibration: Optional[np.ndarray]
 
 
+Progress = Callable[[int], None]
+
+
+def _no_progress(_images: int) -> None:
+    pass
+
+
 def _run_head(
-    head: Callable, loader: Iterable, count: int, path: Path, desc: str, progress: bool
+    head: Callable, loader: Iterable, count: int, path: Path, progress: Progress
 ) -> Tuple[np.ndarray, np.ndarray, float]:
     feats: Optional[np.ndarray] = None
     labels: List[np.ndarray] = []
     pos, seconds = 0, 0.0
     with torch.inference_mode():
-        for images, batch_labels, _ in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+        for images, batch_labels, _ in loader:
+            progress(len(images))
             start = time.perf_counter()
             out = head(images).numpy()
             seconds += time.perf_counter() - start
@@ -129,7 +137,9 @@ def _run_head(
             feats[pos : pos + len(out)] = out
             labels.append(batch_labels.numpy())
             pos += len(out)
-    return feats, np.concatenate(labels), 1e3 * seconds / max(pos, 1)
+    if feats is None:
+        raise DatasetError("no readable images")
+    return feats[:pos], np.concatenate(labels), 1e3 * seconds / max(pos, 1)
 
 
 def _scores(logits: torch.Tensor, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -139,7 +149,12 @@ def _scores(logits: torch.Tensor, labels: np.ndarray) -> Tuple[np.ndarray, np.nd
 
 @dataclass
 class Sweep:
-    """Runs a sweep; :meth:`rows` yields one result dict per (cut, codec)."""
+    """Runs a sweep; :meth:`rows` yields one result dict per (cut, codec).
+
+    ``codecs`` are spec strings as the user typed them (rows carry them as ``codec`` and the
+    canonical form as ``codec_canonical``); ``progress`` is called with the number of images
+    each step has processed (:meth:`total_images` is the sum over the whole sweep).
+    """
 
     model: ModelSpec
     data: SweepData
@@ -148,24 +163,32 @@ class Sweep:
     batch_size: int = 32
     workers: int = 2
     calibration_dir: Optional[Path] = None
-    progress: bool = True
+    on_bad_image: str = "skip"
+    progress: Progress = _no_progress
     skip: Callable[[str, str], bool] = lambda cut, codec: False
     _ref: Optional[Dict[str, np.ndarray]] = field(default=None, init=False)
 
     def _loader(self, dataset: ImageFolder):
-        return make_loader(dataset, self.batch_size, self.workers)
+        return make_loader(dataset, self.batch_size, self.workers, self.on_bad_image)
+
+    def total_images(self) -> int:
+        """Images processed by the rows still to run (reference, head passes, codec rows)."""
+        n = len(self.data.evaluation)
+        n_cal = len(self.data.calibration) if self.data.calibration is not None else 0
+        feature = [c for c in self.codecs if parse_spec(c).kind != "image-input"]
+        inputs = [c for c in self.codecs if parse_spec(c).kind == "image-input"]
+        rows = [(cut, c) for cut in self.cuts for c in feature if not self.skip(cut, c)]
+        rows += [(INPUT_CUT, c) for c in inputs if not self.skip(INPUT_CUT, c)]
+        cuts = {cut for cut, _ in rows if cut != INPUT_CUT}
+        return (n if rows else 0) + len(cuts) * (n + n_cal) + len(rows) * n
 
     def reference(self) -> Dict[str, np.ndarray]:
         """Uncompressed full-model predictions on the evaluation images."""
         if self._ref is None:
             preds, hits5, labels = [], [], []
             with torch.inference_mode():
-                for images, batch_labels, _ in tqdm(
-                    self._loader(self.data.evaluation),
-                    desc="reference",
-                    disable=not self.progress,
-                    unit="batch",
-                ):
+                for images, batch_labels, _ in self._loader(self.data.evaluation):
+                    self.progress(len(images))
                     p, h = _scores(self.model.module(images), batch_labels.numpy())
                     preds.append(p)
                     hits5.append(h)
@@ -197,12 +220,7 @@ class Sweep:
     def _cut_features(self, head, cut: str, tmp: Path) -> _CutFeatures:
         n = len(self.data.evaluation)
         feats, labels, head_ms = _run_head(
-            head,
-            self._loader(self.data.evaluation),
-            n,
-            tmp / "eval.npy",
-            f"head {cut}",
-            self.progress,
+            head, self._loader(self.data.evaluation), n, tmp / "eval.npy", self.progress
         )
         cal = None
         if self.data.calibration is not None:
@@ -211,7 +229,6 @@ class Sweep:
                 self._loader(self.data.calibration),
                 len(self.data.calibration),
                 tmp / "calib.npy",
-                f"calibration {cut}",
                 self.progress,
             )
             cal = np.asarray(cal)
@@ -250,14 +267,9 @@ class Sweep:
         total_bytes, enc_s, dec_s = 0, 0.0, 0.0
         preds, hits5 = [], []
         with torch.inference_mode():
-            for start in tqdm(
-                range(0, n, self.batch_size),
-                desc=f"{cut} {codec_name}",
-                disable=not self.progress,
-                unit="batch",
-                leave=False,
-            ):
+            for start in range(0, n, self.batch_size):
                 batch = np.asarray(cf.features[start : start + self.batch_size])
+                self.progress(len(batch))
                 decoded = []
                 for feature in batch:
                     t0 = time.perf_counter()
@@ -275,8 +287,8 @@ class Sweep:
         spec = codec.spec
         bits = spec.bits if spec.kind == "quant" else spec.float_bits
         return self._row(
-            cut, codec.name, bits, np.concatenate(preds), np.concatenate(hits5), ref,
-            total_bytes, elements, enc_s, dec_s, cf.head_ms, tail_ms,
+            cut, codec_name, codec.name, bits, np.concatenate(preds), np.concatenate(hits5),
+            ref, total_bytes, elements, enc_s, dec_s, cf.head_ms, tail_ms,
             codec.calibration.id if codec.calibration else "",
         )  # fmt: skip
 
@@ -287,18 +299,14 @@ class Sweep:
         total_bytes, enc_s, dec_s = 0, 0.0, 0.0
         preds, hits5 = [], []
         model_s = 0.0
-        indices = range(len(ds))
+        # the images the reference pass could read (an unreadable one is skipped everywhere)
+        indices = [i for i, path in enumerate(ds.files) if path.name not in ds.skipped]
         with torch.inference_mode():
-            for start in tqdm(
-                range(0, len(ds), self.batch_size),
-                desc=codec_name,
-                disable=not self.progress,
-                unit="batch",
-                leave=False,
-            ):
-                tensors = []
+            for start in range(0, len(indices), self.batch_size):
+                tensors, labels = [], []
                 for i in indices[start : start + self.batch_size]:
                     crop = pre.crop_image(ds.load_image(i))
+                    labels.append(ds.labels[i])
                     t0 = time.perf_counter()
                     data = codec.encode(crop)
                     t1 = time.perf_counter()
@@ -306,37 +314,43 @@ class Sweep:
                     dec_s += time.perf_counter() - t1
                     enc_s += t1 - t0
                     total_bytes += len(data)
+                self.progress(len(tensors))
                 t2 = time.perf_counter()
                 logits = self.model.module(torch.stack(tensors))
                 model_s += time.perf_counter() - t2
-                labels = np.asarray(ds.labels[start : start + len(tensors)])
-                p, h = _scores(logits, labels)
+                p, h = _scores(logits, np.asarray(labels))
                 preds.append(p)
                 hits5.append(h)
         elements = int(np.prod(self.model.input_shape))
         return self._row(
-            INPUT_CUT, codec.name, 8, np.concatenate(preds), np.concatenate(hits5), ref,
-            total_bytes, elements, enc_s, dec_s, 0.0, 1e3 * model_s / len(ds), "",
+            INPUT_CUT, codec_name, codec.name, 8, np.concatenate(preds), np.concatenate(hits5),
+            ref, total_bytes, elements, enc_s, dec_s, 0.0, 1e3 * model_s / len(indices), "",
         )  # fmt: skip
 
     def _row(
-        self, cut, codec, bits, preds, hits5, ref, total_bytes, elements, enc_s, dec_s,
-        head_ms, tail_ms, calibration,
+        self, cut, codec, canonical, bits, preds, hits5, ref, total_bytes, elements, enc_s,
+        dec_s, head_ms, tail_ms, calibration,
     ) -> Dict[str, object]:  # fmt: skip
         n = len(preds)
         known = ref["labels"] >= 0
-        ref_top1 = float(np.mean(ref["pred"][known] == ref["labels"][known]))
-        top1 = float(np.mean(preds[known] == ref["labels"][known]))
+        labels = ref["labels"][known]
+
+        def accuracy(hits: np.ndarray) -> float:  # NaN on an unlabelled folder
+            return float(np.mean(hits)) if len(hits) else float("nan")
+
+        ref_top1 = accuracy(ref["pred"][known] == labels)
+        top1 = accuracy(preds[known] == labels)
         cal_images = len(self.data.calibration) if calibration else 0
         return {
             "model": self.model.name,
             "cut": cut,
             "codec": codec,
+            "codec_canonical": canonical,
             "bits": bits,
             "images": n,
             "calib_images": cal_images,
             "top1": top1,
-            "top5": float(np.mean(hits5[known])),
+            "top5": accuracy(hits5[known]),
             "ref_top1": ref_top1,
             "top1_drop": ref_top1 - top1,
             "fidelity": float(np.mean(preds == ref["pred"])),
@@ -360,7 +374,8 @@ class CsvLog:
         if resume and path.is_file():
             with path.open(newline="") as fh:
                 for row in csv.DictReader(fh):
-                    self.done[(row["cut"], row["codec"])] = row
+                    canonical = row.get("codec_canonical") or parse_spec(row["codec"]).canonical
+                    self.done[(row["cut"], canonical)] = row
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as fh:

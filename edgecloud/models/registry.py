@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
-from edgecloud.errors import UnknownModelError, WeightsError
-from edgecloud.models import efficientnet_lite
+from edgecloud.errors import WeightsError
+from edgecloud.models import efficientnet_lite, torchvision_models  # noqa: F401 - registration
 from edgecloud.models.labels import imagenet_labels
-from edgecloud.models.preprocessing import IMAGENET, TFLITE, Preprocessing
+from edgecloud.models.preprocessing import Preprocessing
+from edgecloud.models.record import ModelRecord, all_records, model_record
 
 RANDOM = "random"
 WeightsArg = Union[str, Path, None]
@@ -28,59 +29,15 @@ class ModelSpec:
     labels: List[str]
     weights_id: str  # 16 hex digits of the sha256 of the state_dict
     weights_source: str = field(default="")
+    record: Optional[ModelRecord] = field(default=None, repr=False, compare=False)
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
         return (3, self.preprocessing.crop, self.preprocessing.crop)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    build: Callable[[], torch.nn.Module]
-    preprocessing: Preprocessing
-    description: str
-    packaged_weights: Optional[Callable[[], Path]] = None
-
-
-def _torchvision(name: str) -> Callable[[], torch.nn.Module]:
-    def build() -> torch.nn.Module:
-        import torchvision
-
-        return torchvision.models.get_model(name, weights=None, num_classes=1000)
-
-    return build
-
-
-_REGISTRY: Dict[str, _Entry] = {
-    "efficientnet_lite0": _Entry(
-        efficientnet_lite.build,
-        TFLITE,
-        "EfficientNet-Lite0 (timm tf_efficientnet_lite0), packaged ImageNet weights",
-        efficientnet_lite.packaged_weights_path,
-    ),
-    **{
-        name: _Entry(_torchvision(name), IMAGENET, f"torchvision {name}, weights from --weights")
-        for name in (
-            "resnet18",
-            "resnet50",
-            "mobilenet_v2",
-            "mobilenet_v3_large",
-            "mobilenet_v3_small",
-            "shufflenet_v2_x1_0",
-            "vgg16",
-            "densenet121",
-        )
-    },
-}
-
-
-def list_models() -> List[str]:
-    """Names accepted by :func:`load_model`."""
-    return sorted(_REGISTRY)
-
-
 def describe_models() -> Dict[str, str]:
-    return {name: _REGISTRY[name].description for name in list_models()}
+    return {record.name: record.description for record in all_records()}
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -136,9 +93,7 @@ def load_model(name: str, weights: WeightsArg = None) -> ModelSpec:
     ``weights`` is a state_dict file, ``"random"`` for a seeded random initialisation (for
     structural work only), or None for the model's packaged pretrained weights.
     """
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    entry = _REGISTRY[name]
+    entry = model_record(name)
     if weights is None and entry.packaged_weights is None:
         raise WeightsError(
             f"model {name!r} has no packaged weights: pass a state_dict file with --weights PATH "
@@ -167,12 +122,11 @@ def load_model(name: str, weights: WeightsArg = None) -> ModelSpec:
         labels=imagenet_labels(),
         weights_id=state_dict_hash(module),
         weights_source=source,
+        record=entry,
     )
 
 
 def weights_for_structure(name: str) -> Optional[str]:
     """Weights argument for work that needs only the structure (shapes, MACs): the packaged
     weights where the model has them, else a random initialisation."""
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return None if _REGISTRY[name].packaged_weights is not None else RANDOM
+    return None if model_record(name).packaged_weights is not None else RANDOM

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgecloud.partition.graph import (
-    DEFAULT_CUTS,
     CutPoint,
     Partitioner,
     cut_points,
@@ -14,7 +13,6 @@ from edgecloud.partition.graph import (
 )
 
 __all__ = [
-    "DEFAULT_CUTS",
     "CutPoint",
     "Partitioner",
     "cut_points",

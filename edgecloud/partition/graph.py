@@ -219,28 +219,15 @@ def split(model, cut: str) -> Tuple[fx.GraphModule, fx.GraphModule]:
     return _partitioner(model).split(cut)
 
 
-# A sensible first cut per model: a small feature early enough to save edge compute.
-DEFAULT_CUTS = {
-    "efficientnet_lite0": "blocks.3",
-    "resnet18": "layer2",
-    "resnet50": "layer2",
-    "mobilenet_v2": "features.7",
-    "mobilenet_v3_large": "features.7",
-    "mobilenet_v3_small": "features.4",
-    "shufflenet_v2_x1_0": "stage3",
-    "vgg16": "features",
-    "densenet121": "features.transition2",
-}
-
-
 def resolve_cut(model, name: Optional[str]) -> str:
     """``name`` checked against the model's cut points, or the model's default cut if None."""
     return get_cut(model, name or default_cut(model)).name
 
 
 def default_cut(model) -> str:
-    """The registry's suggested cut for a ModelSpec (the middle cut point for unknown models)."""
-    if model.name in DEFAULT_CUTS:
-        return DEFAULT_CUTS[model.name]
+    """The model record's default cut (the middle cut point for a model without one)."""
+    record = getattr(model, "record", None)
+    if record is not None and record.default_cut:
+        return record.default_cut
     points = cut_points(model)
     return points[len(points) // 2].name

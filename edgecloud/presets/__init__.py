@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from edgecloud.codec import CodecCalibration, load_calibrations, parse_spec
+from edgecloud.models.record import all_records
 
 PRESET_DIR = Path(__file__).resolve().parent
-# (model, cut, codec spec) of every preset that make_presets.py fits
-PRESETS = (
-    ("efficientnet_lite0", "blocks", "q4-ncc-crans-s2.5-pt"),
-    ("efficientnet_lite0", "blocks.3", "q4-ncc-crans-s1.6-pt"),
+#: (model, cut, codec spec) of every preset that make_presets.py fits: the calibrated codecs
+#: the model records recommend
+PRESETS = tuple(
+    (record.name, cut, codec)
+    for record in all_records()
+    for cut, codec in record.codecs.items()
+    if parse_spec(codec).needs_calibration
 )
 
 

@@ -321,6 +321,8 @@ def calibrate(
     workers: int = 2,
     percentile: float = 99.99,
     out_dir: Optional[Union[str, Path]] = None,
+    on_bad_image: str = "stop",
+    progress: bool = True,
 ) -> CalibrationArtifacts:
     """Calibrate the head of ``spec`` at ``cut`` on the first ``num_images`` of ``dataset``."""
     import torch
@@ -336,8 +338,9 @@ def calibrate(
     files: List[str] = []
 
     def batches() -> Iterator[np.ndarray]:
-        loader = make_loader(subset, batch_size=batch_size, workers=workers)
-        for images, _labels, names in tqdm(loader, desc=f"calibrate {cut}", unit="batch"):
+        loader = make_loader(subset, batch_size, workers, on_bad_image)
+        bar = tqdm(loader, desc=f"calibrate {cut}", unit="batch", disable=not progress)
+        for images, _labels, names in bar:
             files.extend(names)
             yield images.numpy()
 

@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import zmq
 
@@ -34,6 +34,8 @@ class _Pending:
     frames: List[bytes]
     future: Future
     deadline: float
+    timeout_s: float
+    retries: int
     attempts: int = 1
     first_sent: float = field(default_factory=time.perf_counter)
 
@@ -94,10 +96,22 @@ class FeatureClient:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, request: Request, payload: bytes = b"") -> Future:
+    def submit(
+        self,
+        request: Request,
+        payload: bytes = b"",
+        *,
+        timeout_s: Optional[float] = None,
+        retries: Optional[int] = None,
+    ) -> Future:
         """Send a request; the future resolves to its :class:`Reply` (error replies included)
-        or fails with :class:`TransportError` after ``retries`` resends without an answer."""
+        or fails with :class:`TransportError` after ``retries`` resends without an answer
+        (``timeout_s`` and ``retries`` default to the client's)."""
         frames = pack_request(request, payload)
+        policy = (
+            self.timeout_s if timeout_s is None else timeout_s,
+            self.retries if retries is None else retries,
+        )
         while not self._slots.acquire(timeout=0.1):
             if self._closed.is_set():
                 raise TransportError("client is closed")
@@ -108,17 +122,17 @@ class FeatureClient:
             future: Future = Future()
             future.set_running_or_notify_cancel()  # not cancellable: the request is on its way
             future.add_done_callback(lambda _f: self._slots.release())
-            self._outbox.put((request.id, frames, future))
+            self._outbox.put((request.id, frames, future, policy))
         self._wake()
         return future
 
-    def request(self, request: Request, payload: bytes = b"") -> Reply:
-        """Blocking :meth:`submit`."""
-        return self.submit(request, payload).result()
+    def request(self, request: Request, payload: bytes = b"", **policy: Any) -> Reply:
+        """Blocking :meth:`submit` (``policy``: ``timeout_s``, ``retries``)."""
+        return self.submit(request, payload, **policy).result()
 
-    def ping(self) -> Reply:
-        """Ask the daemon for its models, cuts and weights ids."""
-        return self.request(Request(kind="ping"))
+    def ping(self, **policy: Any) -> Reply:
+        """Ask the daemon for its models, cuts, weights ids and calibrations."""
+        return self.request(Request(kind="ping"), **policy)
 
     def close(self) -> None:
         """Stop the I/O thread; unanswered requests fail with :class:`TransportError`."""
@@ -176,7 +190,7 @@ class FeatureClient:
     def _send_outbox(self) -> None:
         while True:
             try:
-                request_id, frames, future = self._outbox.get_nowait()
+                request_id, frames, future, (timeout_s, retries) = self._outbox.get_nowait()
             except queue.Empty:
                 return
             if request_id in self._pending:
@@ -185,7 +199,7 @@ class FeatureClient:
                 )
                 continue
             self._pending[request_id] = _Pending(
-                frames, future, time.perf_counter() + self.timeout_s
+                frames, future, time.perf_counter() + timeout_s, timeout_s, retries
             )
             self._send(frames)
             self.stats.sent += 1
@@ -209,7 +223,7 @@ class FeatureClient:
             if pending is None:
                 self.stats.duplicates += 1  # late answer to a resent request
                 continue
-            if reply.code in ErrorCode.RETRYABLE and pending.attempts <= self.retries:
+            if reply.code in ErrorCode.RETRYABLE and pending.attempts <= pending.retries:
                 # resent by _resend_expired once this short back-off has passed
                 pending.deadline = time.perf_counter() + min(0.05 * pending.attempts, 1.0)
                 continue
@@ -224,18 +238,18 @@ class FeatureClient:
         for request_id, pending in list(self._pending.items()):
             if pending.deadline > now:
                 continue
-            if pending.attempts > self.retries:
+            if pending.attempts > pending.retries:
                 del self._pending[request_id]
                 self.stats.timeouts += 1
                 pending.future.set_exception(
                     TransportError(
                         f"no reply from {self.endpoint} for request {request_id} after "
-                        f"{pending.attempts} attempts of {self.timeout_s:g} s"
+                        f"{pending.attempts} attempts of {pending.timeout_s:g} s"
                     )
                 )
                 continue
             pending.attempts += 1
-            pending.deadline = now + self.timeout_s
+            pending.deadline = now + pending.timeout_s
             self._send(pending.frames)
             self.stats.resent += 1
 
@@ -246,7 +260,7 @@ class FeatureClient:
         self._pending.clear()
         while True:
             try:
-                _id, _frames, future = self._outbox.get_nowait()
+                _id, _frames, future, _policy = self._outbox.get_nowait()
             except queue.Empty:
                 return
             future.set_exception(exc)
