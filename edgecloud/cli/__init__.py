@@ -75,8 +75,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except EdgecloudError as exc:
         print(f"edgecloud {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"edgecloud {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # commands that write as they go say so themselves
+        print(
+            f"edgecloud {args.command}: interrupted; nothing was written (results are written "
+            "when the command finishes)",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()

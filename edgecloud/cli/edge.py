@@ -177,22 +177,28 @@ def run(args: argparse.Namespace) -> int:
             frames = iter_frames(
                 args.data, args.limit, skipped if args.on_bad_image == "skip" else None
             )
-            for result in edge.stream(frames):
-                if result.code == "no_reply":  # the daemon is gone: say so once and stop
-                    stopped = result.message
-                    break
-                record = result.to_dict()
-                records.append(record)
-                if sink:
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
-                if result.ok:
-                    print(
-                        f"{result.name}  {result.labels[0]} ({result.scores[0]:.2f})  "
-                        f"{result.bytes_sent} B  rtt {result.timings['rtt_ms']:.1f} ms"
-                    )
-                else:
-                    print(f"{result.name}  ERROR {result.code}: {result.message}", file=sys.stderr)
+            try:
+                for result in edge.stream(frames):
+                    if result.code == "no_reply":  # the daemon is gone: say so once and stop
+                        stopped = result.message
+                        break
+                    record = result.to_dict()
+                    records.append(record)
+                    if sink:
+                        sink.write(json.dumps(record) + "\n")
+                        sink.flush()
+                    if result.ok:
+                        print(
+                            f"{result.name}  {result.labels[0]} ({result.scores[0]:.2f})  "
+                            f"{result.bytes_sent} B  rtt {result.timings['rtt_ms']:.1f} ms"
+                        )
+                    else:
+                        print(
+                            f"{result.name}  ERROR {result.code}: {result.message}",
+                            file=sys.stderr,
+                        )
+            except KeyboardInterrupt:
+                stopped = "interrupted"
     finally:
         if sink:
             sink.close()
@@ -205,7 +211,11 @@ def run(args: argparse.Namespace) -> int:
         int8=args.int8,
         skipped_images=len(skipped),
     )
-    if stopped:
+    if stopped == "interrupted":
+        summary["stopped"] = stopped
+        written = f"; their records are in {args.jsonl}" if args.jsonl else ""
+        print(f"edgecloud edge: interrupted after {len(records)} frames{written}", file=sys.stderr)
+    elif stopped:
         summary["stopped"] = stopped
         print(
             f"edgecloud edge: error: the daemon at {args.connect} stopped answering after "
