@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Tuple
 
 import numpy as np
 import torch
+from common import machine
 
 from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
 from edgecloud.datasets import ImageFolder, make_loader
@@ -43,7 +42,8 @@ CODECS = [
     "q8-ct-jpeg90",
     "q4-ccd-rans",
     "q2-ncc-rans",
-    "q2-ncc-rans-mse-pt",
+    "q4-ncc-rans-s2.5-pt",
+    "q4-ncc-crans-s2.5-pt",
 ]
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
 
@@ -97,7 +97,7 @@ def bench(codec: FeatureCodec, feats: np.ndarray, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cut", default="blocks.3")
+    parser.add_argument("--cut", default="blocks")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -152,7 +152,7 @@ def main() -> None:
         "head_backend": "torch fp32 eager, batch 1, 1 thread (median of 20)",
         "codec_timing": "median over images x repeats, one message per image, 1 thread",
         "baseline": BASELINE,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs)",
+        "machine": machine(),
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

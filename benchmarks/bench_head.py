@@ -1,48 +1,28 @@
-"""Head latency/throughput: torch fp32 vs ONNX Runtime fp32 vs ONNX Runtime INT8 (QDQ).
+"""Edge speed as users run it: the head through ``create_head_runner`` and the whole edge path.
 
-INT8 variants, all from one calibration (``edgecloud calibrate``):
-- ``ort-int8-qdq-signed``: the TensorRT graph (signed symmetric activations) as is;
-- ``ort-int8-qdq-uint8-exact``: the same grid as uint8 with zero point 128 (Clip nodes kept);
-- ``ort-int8-qdq-uint8``: the fast CPU graph the onnxruntime backend runs (uint8 activations,
-  zero point 0 after ReLU6 so that Clip folds into the quantizer and Conv fuses).
+For each cut: torch fp32, ONNX Runtime fp32, ONNX Runtime INT8 (the CPU graph the
+onnxruntime backend runs by default) and the TensorRT QDQ graph run by ONNX Runtime, all made
+by ``edgecloud.backends.create_head_runner`` exactly as ``edgecloud edge``/``eval`` make them,
+timed in interleaved rounds (fair under background load), medians and ratios from the same run.
+Then the whole edge path per frame -- preprocess (PIL image -> tensor) + INT8 head + encode
+with the cut's recommended codec -- against the torch fp32 head alone, and the codec's encode
+and decode times.
 
-Variants are timed in interleaved rounds (fair under background load); the JSON records
-medians, images/s and ratios against torch fp32 and ONNX Runtime fp32.
-
-    python benchmarks/bench_head.py --cut blocks.4 --threads 2
+    python benchmarks/bench_head.py                    # -> benchmarks/results/head.json
+    python benchmarks/bench_head.py --cut blocks --batch 1 --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
+from common import DATA, RESULTS, ROOT, machine, write_result
 
-
-def cpu_info() -> Dict[str, object]:
-    info: Dict[str, object] = {"machine": platform.machine(), "python": platform.python_version()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        names = [
-            line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line
-        ]
-        info["cpu"] = names[0] if names else ""
-        info["logical_cpus"] = len(names)
-        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-        info["avx512_vnni"] = "avx512_vnni" in flags
-        info["avx_vnni"] = " avx_vnni" in flags
-    except OSError:
-        pass
-    if hasattr(os, "getloadavg"):  # other work on the machine skews every number
-        info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
-    return info
+CUTS = ["blocks.3", "blocks.4", "blocks"]
 
 
 def time_variants(
@@ -61,84 +41,66 @@ def time_variants(
     return times
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--cut", action="append", help="cut (repeatable; default blocks.4)")
-    parser.add_argument("--data", default="../shared/data/imagenet-samples")
-    parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 1, 8)")
+    parser.add_argument("--cut", action="append", help=f"cut (repeatable; default {CUTS})")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--calibration-images", type=int, default=64)
-    parser.add_argument("--json", default="benchmarks/results/head.json")
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--json", default=str(RESULTS / "head.json"))
     args = parser.parse_args()
 
-    import onnx
     import onnxruntime as ort
     import torch
 
     from edgecloud.backends import create_head_runner
+    from edgecloud.codec import FeatureCodec
     from edgecloud.datasets import ImageFolder
+    from edgecloud.edge.client import preset_for
     from edgecloud.models import load_model
     from edgecloud.quantize import CalibrationArtifacts, artifact_dir, calibrate
-    from edgecloud.quantize.cpu_graph import to_uint8_activations
 
     torch.set_num_threads(args.threads)
-    spec = load_model(args.model)
-    dataset = ImageFolder(args.data, spec.preprocessing)
-    results = []
-    for cut in args.cut or ["blocks.4"]:
-        directory = artifact_dir(spec.name, cut)
+    spec = load_model("efficientnet_lite0")
+    dataset = ImageFolder(DATA, spec.preprocessing)
+    results, edge_rows = [], []
+    for cut in args.cut or CUTS:
+        root = ROOT / "calibration"  # where `edgecloud calibrate` run in the repo writes
         try:
-            art = CalibrationArtifacts.load(directory)
+            art = CalibrationArtifacts.load(artifact_dir(spec.name, cut, root))
             art.check(spec.name, cut, spec.weights_id)
-        except Exception:  # missing or stale: calibrate now
-            art = calibrate(spec, cut, dataset, num_images=args.calibration_images)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        exact = to_uint8_activations(onnx.load(str(art.qdq_onnx)), unsigned_after_relu=False)
-        exact_sess = ort.InferenceSession(
-            exact.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
-        runners = {
-            "torch-fp32": create_head_runner("torch", spec, cut, threads=args.threads),
-            "ort-fp32": create_head_runner("onnxruntime", spec, cut, threads=args.threads),
-            "ort-int8-qdq-signed": create_head_runner(
-                "onnxruntime",
-                spec,
-                cut,
-                int8=True,
-                calibration=art.directory,
-                threads=args.threads,
-                int8_graph="tensorrt",
-            ),
-            "ort-int8-qdq-uint8": create_head_runner(
-                "onnxruntime",
-                spec,
-                cut,
-                int8=True,
-                calibration=art.directory,
-                threads=args.threads,
+        except Exception:  # missing or stale: calibrate on the last images, as the CLI does
+            import torch.utils.data as tud
+
+            n = len(dataset)
+            subset = tud.Subset(dataset, range(n - args.calib_images, n))
+            art = calibrate(spec, cut, subset, root=root, num_images=args.calib_images)
+        make = {
+            "torch-fp32": dict(backend="torch"),
+            "ort-fp32": dict(backend="onnxruntime"),
+            "ort-int8": dict(backend="onnxruntime", int8=True, calibration=art.directory),
+            "ort-int8-tensorrt-graph": dict(
+                backend="onnxruntime", int8=True, calibration=art.directory, int8_graph="tensorrt"
             ),
         }
-        for batch_size in args.batch or [1, 8]:
-            batch = torch.stack([dataset[i][0] for i in range(batch_size)]).numpy()
-            variants: Dict[str, Callable[[], object]] = {
-                name: (lambda r=r, b=batch: r.run(b)) for name, r in runners.items()
-            }
-            variants["ort-int8-qdq-uint8-exact"] = lambda s=exact_sess, b=batch: s.run(
-                None, {"input": b}
-            )
+        runners = {
+            name: create_head_runner(kw.pop("backend"), spec, cut, threads=args.threads, **kw)
+            for name, kw in make.items()
+        }
+        for batch_size in args.batch or [1]:
+            batch = np.stack([dataset[i][0].numpy() for i in range(batch_size)])
+            variants = {name: (lambda r=r, b=batch: r.run(b)) for name, r in runners.items()}
             ref = runners["torch-fp32"].run(batch)
             times = time_variants(variants, args.rounds, args.per_round, args.warmup)
             medians = {name: statistics.median(t) for name, t in times.items()}
             for name, median in medians.items():
-                out = variants[name]()
-                out = out[0] if isinstance(out, list) else out
-                cosine = float(np.sum(out * ref) / (np.linalg.norm(out) * np.linalg.norm(ref)))
                 row = {
                     "model": spec.name,
                     "cut": cut,
@@ -150,24 +112,68 @@ def main() -> int:
                     "images_per_s": round(1000 * batch_size / median, 1),
                     "speedup_vs_torch_fp32": round(medians["torch-fp32"] / median, 2),
                     "speedup_vs_ort_fp32": round(medians["ort-fp32"] / median, 2),
-                    "cosine_vs_torch_fp32": round(cosine, 5),
+                    "cosine_vs_torch_fp32": round(cosine(variants[name](), ref), 5),
                 }
                 results.append(row)
                 print(
-                    f"{cut:>9} b{batch_size:<2} {name:<26} {row['head_ms']:8.3f} ms "
-                    f"{row['images_per_s']:8.1f} img/s  x{row['speedup_vs_torch_fp32']:<5} vs "
-                    f"torch  x{row['speedup_vs_ort_fp32']:<5} vs ort-fp32  cos {cosine:.4f}"
+                    f"{cut:>9} b{batch_size:<2} {name:<24} {row['head_ms']:8.3f} ms  "
+                    f"x{row['speedup_vs_torch_fp32']:<5} vs torch  x{row['speedup_vs_ort_fp32']:<5}"
+                    f" vs ort-fp32  cos {row['cosine_vs_torch_fp32']:.4f}"
                 )
+        edge_rows.append(edge_path(spec, cut, dataset, runners, preset_for, FeatureCodec, args))
+        for runner in runners.values():
+            runner.close()
     payload = {
         "benchmark": "bench_head",
-        "machine": cpu_info(),
+        "machine": machine(),
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+        "onnxruntime_options": "2 threads, sequential, spinning off (the backend's)",
         "results": results,
+        "edge_path": edge_rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, payload)
     return 0
+
+
+def edge_path(spec, cut, dataset, runners, preset_for, FeatureCodec, args) -> Dict[str, object]:
+    """Per frame: preprocess + INT8 head + encode, against the torch fp32 head alone."""
+    codec_name = spec.record.codec_for(cut)
+    codec = FeatureCodec.from_spec(codec_name, preset_for(spec, cut, codec_name))
+    images = [dataset.load_image(i) for i in range(8)]
+    state = {"i": 0}
+
+    def frame() -> None:
+        image = images[state["i"] % len(images)]
+        state["i"] += 1
+        x = spec.preprocessing(image).numpy()[None]
+        codec.encode(runners["ort-int8"].run(x)[0])
+
+    feature = runners["ort-int8"].run(spec.preprocessing(images[0]).numpy()[None])[0]
+    stream = codec.encode(feature)
+    torch_input = spec.preprocessing(images[0]).numpy()[None]
+    variants = {
+        "edge_path": frame,
+        "torch_fp32_head": lambda: runners["torch-fp32"].run(torch_input),
+        "preprocess": lambda: spec.preprocessing(images[0]),
+        "encode": lambda: codec.encode(feature),
+        "decode": lambda: codec.decode(stream),
+    }
+    times = time_variants(variants, args.rounds, args.per_round, args.warmup)
+    med = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    row = {
+        "cut": cut,
+        "codec": codec_name,
+        "bytes": len(stream),
+        **{f"{name}_ms": value for name, value in med.items()},
+        "edge_path_vs_torch_fp32_head": round(med["torch_fp32_head"] / med["edge_path"], 2),
+    }
+    print(
+        f"{cut:>9} edge path (preprocess + INT8 head + {codec_name}) {med['edge_path']:.2f} ms "
+        f"against the torch fp32 head alone {med['torch_fp32_head']:.2f} ms: "
+        f"x{row['edge_path_vs_torch_fp32_head']}; encode {med['encode']:.3f} ms, decode "
+        f"{med['decode']:.3f} ms, {len(stream)} B"
+    )
+    return row
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT / ".." / "shared" / "data" / "imagenet-samples"
 
 
 def machine() -> Dict[str, Any]:

@@ -93,7 +93,7 @@ class Generator:
         elif choice == 2:
             fields["spec"] = str(self.rng.choice(SPECS + ["q9-ncc-crans-s2.5-pt", "zzz"]))
         elif choice == 3:
-            fields["calibration_id"], fields["calibration_hash"] = "24f0a047", "00" * 8
+            fields["calibration_id"], fields["calibration_hash"] = "643080a4", "00" * 8
         elif choice == 4:
             n = int(self.rng.integers(0, 400))
             fields["lo"], fields["hi"] = np.zeros(n, np.float32), np.full(n, 1e30, np.float32)

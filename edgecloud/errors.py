@@ -49,7 +49,12 @@ class CodecSpecError(EdgecloudError, ValueError):
     """A codec spec string that cannot be parsed or is not supported."""
 
 
-class CalibrationError(EdgecloudError):
+class ArtifactError(EdgecloudError):
+    """A versioned artifact (calibration, learned codec, engine, ...) that is missing,
+    unreadable, of another format or whose hash does not match."""
+
+
+class CalibrationError(ArtifactError):
     """Missing, mismatched or invalid calibration data."""
 
 

@@ -384,7 +384,7 @@ def test_wrong_magic_and_version_are_named(feature):
     with pytest.raises(BitstreamError, match="not an edgecloud"):
         decode_bitstream(b"JUNK" + data[4:])
     wrong = _reseal(data[:4] + bytes([bitstream.FORMAT_VERSION + 1]) + data[5:-4])
-    with pytest.raises(BitstreamError, match="version 2"):
+    with pytest.raises(BitstreamError, match="version 3"):
         decode_bitstream(wrong)
     with pytest.raises(BitstreamError):
         decode_bitstream("not bytes")  # type: ignore[arg-type]

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from edgecloud.artifacts import sha256_file
 from edgecloud.errors import BackendUnavailableError, CalibrationError, EdgecloudError
-from edgecloud.quantize.calibrate import sha256_file
 from edgecloud.quantize.trt_cache import with_header
 
 log = logging.getLogger(__name__)

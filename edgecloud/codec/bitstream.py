@@ -1,4 +1,4 @@
-"""The self-describing feature bitstream (format version 1).
+"""The self-describing feature bitstream (format version 2; version 1 is still read).
 
 All integers little-endian::
 
@@ -11,8 +11,13 @@ All integers little-endian::
     clip ranges  u16 count + count float32 lo + count float32 hi (per-message ranges; 0 if none)
     channel mask u16 channels + ceil(channels / 8) bytes, bit set = channel transmitted; 0 when
                  every channel is sent or the calibration (referenced by hash) defines the mask
+    stream       (version 2) u8 length + ASCII stream id; if length > 0: u32 frame index and
+                 u32 index of the frame it is coded against (0xFFFFFFFF: none, a keyframe)
     payload      u32 length + payload bytes
     crc32        u32 over every byte before it
+
+Version 2 also changed the ``rans``/``crans`` payloads (edgecloud's compiled coder instead of
+compressai's); version-1 streams of those coders are refused, all others still decode.
 
 Anything that does not parse, is cut short, has trailing bytes, fails the CRC or declares a
 tensor that is too large (or of another shape than the caller expects) raises
@@ -31,7 +36,9 @@ import numpy as np
 from edgecloud.errors import BitstreamError, BitstreamShapeError, BitstreamSizeError
 
 MAGIC = b"ECFB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+NO_REFERENCE = 0xFFFFFFFF
 #: default bound on the elements a bitstream may declare (256 MiB of float32)
 MAX_ELEMENTS = 1 << 26
 MAX_NDIM = 4
@@ -51,6 +58,9 @@ class BitstreamHeader:
     lo: Optional[np.ndarray] = None
     hi: Optional[np.ndarray] = None
     keep: Optional[np.ndarray] = None  # bool per channel
+    stream_id: str = ""  # frames of a stream: its id, the frame's index and its reference
+    frame_index: int = 0
+    reference_index: int = NO_REFERENCE
     payload_size: int = 0
     total_size: int = 0
 
@@ -85,6 +95,9 @@ def pack(header: BitstreamHeader, payload: bytes) -> bytes:
     else:
         keep = np.asarray(header.keep, dtype=bool)
         parts += [struct.pack("<H", keep.size), np.packbits(keep).tobytes()]
+    parts.append(_short_str(header.stream_id, "stream id"))
+    if header.stream_id:
+        parts.append(struct.pack("<II", header.frame_index, header.reference_index))
     parts += [struct.pack("<I", len(payload)), payload]
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -135,9 +148,10 @@ def unpack(
     if magic != MAGIC:
         raise BitstreamError(f"not an edgecloud feature bitstream (magic {magic!r})")
     (version,) = r.unpack("<B", "version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BitstreamError(
-            f"unsupported bitstream format version {version} (this build reads {FORMAT_VERSION})"
+            f"unsupported bitstream format version {version} (this build reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     spec = r.text("codec spec")
     dtype = r.text("dtype")
@@ -158,6 +172,11 @@ def unpack(
     if nmask:
         bits = np.unpackbits(np.frombuffer(r.take((nmask + 7) // 8, "channel mask"), np.uint8))
         keep = bits[:nmask].astype(bool)
+    stream_id, frame_index, reference_index = "", 0, NO_REFERENCE
+    if version >= 2:
+        stream_id = r.text("stream id")
+        if stream_id:
+            frame_index, reference_index = r.unpack("<II", "stream frame")
     (payload_size,) = r.unpack("<I", "payload length")
     payload = r.take(payload_size, "payload")
     (crc,) = r.unpack("<I", "crc32")
@@ -175,6 +194,9 @@ def unpack(
         lo=lo,
         hi=hi,
         keep=keep,
+        stream_id=stream_id,
+        frame_index=frame_index,
+        reference_index=reference_index,
         payload_size=payload_size,
         total_size=len(data),
     )

@@ -2,7 +2,10 @@
 
 A calibration is fitted once on features of calibration images for one canonical spec and
 saved as a small versioned ``.npz`` file (no pickles). Bitstreams reference it by ``id`` and
-the first bytes of its content ``hash``.
+the first bytes of its content ``hash``. The rANS tables are integer CDFs
+(:func:`edgecloud.codec.rans.build_cdf`), built once here and used as stored by encoder and
+decoder alike (format 2; format-1 files held compressai's tables and are refused for
+``rans``/``crans``, which must be fitted again).
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from edgecloud.codec import coders, quantizer, repack
+from edgecloud.artifacts import load_arrays, save_arrays
+from edgecloud.codec import coders, quantizer, rans, repack
 from edgecloud.codec.arrays import to_float32, to_ncs, working_view
 from edgecloud.codec.spec import CodecSpec, parse_spec
-from edgecloud.errors import CalibrationError
+from edgecloud.errors import ArtifactError, CalibrationError
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _ID_RE = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
 _ARRAYS = ("lo", "hi", "fill", "keep", "permutation", "cdfs", "mode")
 
@@ -38,15 +43,11 @@ class CodecCalibration:
     fill: np.ndarray  # (C,) value of channels that are not transmitted
     keep: np.ndarray  # (C,) bool, False = constant on the calibration set, pruned
     permutation: np.ndarray  # (C,) transmission order
-    cdfs: np.ndarray  # rANS CDFs (C * tables per channel, 2**bits + 2), or (0, 0)
+    cdfs: np.ndarray  # integer rANS CDFs (C * tables per channel, 2**bits + 1) int32, or (0, 0)
     mode: np.ndarray  # (C,) most frequent symbol per channel (crans contexts), or (0,)
     name: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def rans_tables(self) -> Tuple[List[List[int]], List[int], List[int]]:
-        """The CDFs as the Python lists compressai's coder takes (cached)."""
-        return coders.rans_tables(self.cdfs)
+    version: int = CALIBRATION_VERSION
 
     @property
     def id(self) -> str:
@@ -58,7 +59,7 @@ class CodecCalibration:
     def hash(self) -> str:
         """sha256 (hex) over the spec, channel count and all arrays."""
         h = hashlib.sha256()
-        h.update(json.dumps([CALIBRATION_VERSION, self.spec, self.channels]).encode())
+        h.update(json.dumps([self.version, self.spec, self.channels]).encode())
         for key in _ARRAYS:
             arr = np.ascontiguousarray(getattr(self, key))
             h.update(f"{key}{arr.dtype.str}{arr.shape}".encode())
@@ -108,7 +109,7 @@ class CodecCalibration:
                 mode = counts.argmax(axis=1)
                 n, c, h, w = working_view(arr.shape)
                 counts = coders.context_counts(sym.reshape(n, c, h, w), mode, 1 << bits)
-            cdfs = coders.rans_cdfs(counts.reshape(-1, 1 << bits))
+            cdfs = rans.build_cdf(counts.reshape(-1, 1 << bits))
         meta = dict(meta, calibration_images=int(x.shape[0]))
         return cls(
             spec=parsed.canonical,
@@ -126,10 +127,8 @@ class CodecCalibration:
 
     def save(self, directory: Union[str, Path]) -> Path:
         """Write ``<directory>/<id>.npz``; returns the path."""
-        path = Path(directory) / f"{self.id}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {
-            "version": CALIBRATION_VERSION,
+            "version": self.version,
             "spec": self.spec,
             "channels": self.channels,
             "name": self.name,
@@ -137,36 +136,37 @@ class CodecCalibration:
             "meta": self.meta,
         }
         arrays = {key: getattr(self, key) for key in _ARRAYS}
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, header=np.asarray(json.dumps(header)), **arrays)
-        return path
+        return save_arrays(Path(directory) / f"{self.id}.npz", header, arrays)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> CodecCalibration:
         """Read a file written by :meth:`save`; raises CalibrationError if unusable."""
         path = Path(path)
-        if not path.is_file():
-            raise CalibrationError(f"calibration file {path} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                header = json.loads(str(npz["header"]))
-                arrays = {key: npz[key] for key in _ARRAYS}
-        except (OSError, ValueError, KeyError) as exc:
-            raise CalibrationError(f"calibration file {path} is unreadable: {exc}") from exc
-        if header.get("version") != CALIBRATION_VERSION:
+            header, arrays = load_arrays(path, _ARRAYS)
+        except ArtifactError as exc:
+            raise CalibrationError(f"calibration file {exc}") from exc
+        version = header.get("version")
+        if version not in READABLE_VERSIONS:
             raise CalibrationError(
-                f"calibration file {path} has version {header.get('version')}, "
-                f"expected {CALIBRATION_VERSION}"
+                f"calibration file {path} has version {version}, this build reads "
+                f"{READABLE_VERSIONS}"
             )
         cal = cls(
             spec=header["spec"],
             channels=int(header["channels"]),
             name=header.get("name", ""),
             meta=header.get("meta", {}),
+            version=version,
             **arrays,
         )
         if cal.hash != header.get("hash"):
             raise CalibrationError(f"calibration file {path} is corrupted (hash mismatch)")
+        if version < 2 and cal.cdfs.size:
+            raise CalibrationError(
+                f"calibration file {path} (format {version}) holds compressai's rANS tables; "
+                f"fit {cal.spec} again with this version (`edgecloud sweep --save-calibrations`)"
+            )
         return cal
 
     def check(self, spec: CodecSpec, channels: Optional[int] = None) -> None:

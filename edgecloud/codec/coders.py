@@ -1,4 +1,5 @@
-"""Entropy/lossless coders: byte coders, bit packing, rANS (compressai), image codecs (Pillow).
+"""Entropy/lossless coders: byte coders, bit packing, rANS (compiled, integer tables), image
+codecs (Pillow).
 
 Decoders raise :class:`BitstreamError` on any payload they cannot decode to the expected size.
 """
@@ -6,7 +7,6 @@ Decoders raise :class:`BitstreamError` on any payload they cannot decode to the 
 from __future__ import annotations
 
 import io
-import warnings
 import zlib
 from typing import List, Sequence, Tuple
 
@@ -15,12 +15,11 @@ import numpy as np
 import zstandard
 from PIL import Image
 
+from edgecloud.codec import rans
 from edgecloud.errors import BitstreamError
 
-RansTables = Tuple[List[List[int]], List[int], List[int]]
 ZSTD_LEVEL = 19
 ZLIB_LEVEL = 9
-RANS_PRECISION = 16
 
 
 def encode_bytes(coder: str, data: bytes) -> bytes:
@@ -87,86 +86,40 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return values.astype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def rans_cdfs(histograms: np.ndarray) -> np.ndarray:
-    """Per-channel quantized CDFs (C, L+2) for compressai's rANS from symbol counts (C, L).
-
-    Every symbol gets a non-zero probability; the last entry is compressai's escape symbol.
-    """
-    with warnings.catch_warnings():  # compressai's import warns about torch.jit
-        warnings.simplefilter("ignore")
-        from compressai._CXX import pmf_to_quantized_cdf
-
-    counts = histograms.astype(np.float64) + 0.1  # never a zero probability
-    levels = counts.shape[1]
-    pmf = np.concatenate([counts, np.full((len(counts), 1), 1e-3 * levels)], axis=1)
-    pmf /= pmf.sum(axis=1, keepdims=True)
-    return np.asarray(
-        [pmf_to_quantized_cdf(row.tolist(), RANS_PRECISION) for row in pmf], dtype=np.int32
-    )
+# ---- entropy coders (edgecloud.codec.rans, integer tables from the calibration) -------------
+# ``rans``: one table per channel. ``crans``: three checkerboard passes, the table chosen by
+# channel and the number of active decoded neighbours (see edgecloud.codec.rans).
+CONTEXTS = rans.CONTEXTS
 
 
-def rans_tables(cdfs: np.ndarray) -> Tuple[List[List[int]], List[int], List[int]]:
-    """(cdfs, cdf sizes, offsets) as the Python lists compressai's rANS coder takes."""
-    tables: List[List[int]] = cdfs.tolist()
-    return tables, [cdfs.shape[1]] * len(tables), [0] * len(tables)
-
-
-def _used_tables(tables: RansTables, indexes: np.ndarray) -> Tuple[List[int], RansTables]:
-    """Only the tables ``indexes`` use (compressai converts every table passed, per call)."""
-    cdfs, sizes, offsets = tables
-    present = np.bincount(indexes, minlength=len(cdfs)) > 0
-    used = np.flatnonzero(present)
-    remapped = (np.cumsum(present) - 1)[indexes]
-    subset = ([cdfs[i] for i in used], [sizes[i] for i in used], [offsets[i] for i in used])
-    return remapped.tolist(), subset
-
-
-def _rans_indexes(channels: Sequence[int], n: int, spatial: int) -> List[int]:
-    return np.tile(np.repeat(np.asarray(channels, dtype=np.int64), spatial), n).tolist()
-
-
-def rans_encode(sym: np.ndarray, channels: Sequence[int], tables: RansTables) -> bytes:
+def rans_encode(sym: np.ndarray, channels: Sequence[int], cdf: np.ndarray) -> bytes:
     """Symbols (N, C', S) of the listed calibration channels -> rANS bytes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from compressai.ans import RansEncoder
-
-    indexes = _rans_indexes(channels, sym.shape[0], sym.shape[2])
-    return RansEncoder().encode_with_indexes(
-        sym.reshape(-1).astype(np.int32).tolist(), indexes, *tables
-    )
+    chans = np.asarray(channels, dtype=np.int64)
+    return rans.encode_indexed(sym, np.broadcast_to(chans[None, :, None], sym.shape), cdf)
 
 
-def _check_symbols(out: np.ndarray, count: int, bits: int, coder: str) -> None:
-    if out.size != count or out.min(initial=0) < 0 or out.max(initial=0) >= 1 << bits:
+def _check_symbols(out: np.ndarray, bits: int, coder: str) -> None:
+    if out.size and (out.min() < 0 or out.max() >= 1 << bits):
         raise BitstreamError(f"{coder} payload decodes to out-of-range symbols")
 
 
 def rans_decode(
-    payload: bytes, channels: Sequence[int], tables: RansTables, n: int, spatial: int, bits: int
+    payload: bytes, channels: Sequence[int], cdf: np.ndarray, n: int, spatial: int, bits: int
 ) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from compressai.ans import RansDecoder
-
-    indexes = _rans_indexes(channels, n, spatial)
-    try:
-        out = np.asarray(
-            RansDecoder().decode_with_indexes(payload, indexes, *tables),
-            dtype=np.int64,
-        )
-    except Exception as exc:  # the C++ decoder raises assorted errors on garbage
-        raise BitstreamError(f"rans payload cannot be decoded: {exc}") from exc
-    _check_symbols(out, len(indexes), bits, "rans")
-    return out.astype(np.uint8 if bits <= 8 else np.uint16).reshape(n, len(channels), spatial)
+    chans = np.asarray(channels, dtype=np.int64)
+    tables = np.broadcast_to(chans[None, :, None], (n, len(chans), spatial))
+    out = rans.decode_indexed(payload, tables, cdf)
+    _check_symbols(out, bits, "rans")
+    return out.astype(np.uint8 if bits <= 8 else np.uint16)
 
 
-# ---- context-adaptive rANS ("crans"): three checkerboard passes -----------------------------
-# Pass 1 codes the pixels with even row and even column with one table per channel; pass 2 the
-# odd/odd pixels with the number (0..3+) of "active" diagonal neighbours (all from pass 1) as
-# context; pass 3 the rest with the number of active 4-neighbours (from passes 1 and 2).
-# A symbol is active when it differs from its channel's most frequent calibration symbol.
-CONTEXTS = 9
+def context_index(sym: np.ndarray, mode: np.ndarray, step: int, decoded: np.ndarray) -> np.ndarray:
+    """Context (0..8) of every symbol of pass ``step`` (0, 1, 2) from the decoded ones (the
+    numpy form of the compiled coder's contexts, for calibration counts)."""
+    active = (sym != mode[None, :, None, None]) & decoded
+    if step == 0:
+        return np.zeros(sym.shape, dtype=np.int64)
+    return 1 + 4 * (step - 1) + _neighbours(active, diagonal=step == 1)
 
 
 def _passes(height: int, width: int) -> List[np.ndarray]:
@@ -185,14 +138,6 @@ def _neighbours(active: np.ndarray, diagonal: bool) -> np.ndarray:
     return np.minimum(sum(parts), 3)
 
 
-def context_index(sym: np.ndarray, mode: np.ndarray, step: int, decoded: np.ndarray) -> np.ndarray:
-    """Context (0..8) of every symbol of pass ``step`` (0, 1, 2) from the decoded ones."""
-    active = (sym != mode[None, :, None, None]) & decoded
-    if step == 0:
-        return np.zeros(sym.shape, dtype=np.int64)
-    return 1 + 4 * (step - 1) + _neighbours(active, diagonal=step == 1)
-
-
 def context_counts(sym: np.ndarray, mode: np.ndarray, levels: int) -> np.ndarray:
     """Symbol counts (C, CONTEXTS, levels) of calibration symbols (N, C, H, W)."""
     n, c, h, w = sym.shape
@@ -208,61 +153,26 @@ def context_counts(sym: np.ndarray, mode: np.ndarray, levels: int) -> np.ndarray
 
 
 def crans_encode(
-    sym: np.ndarray, channels: Sequence[int], tables: RansTables, mode: np.ndarray
+    sym: np.ndarray, channels: Sequence[int], cdf: np.ndarray, mode: np.ndarray
 ) -> bytes:
     """Symbols (N, C', H, W) of the listed calibration channels -> context-coded rANS bytes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from compressai.ans import RansEncoder
-
-    chans = np.asarray(channels, dtype=np.int64)
-    chan = np.broadcast_to(chans[None, :, None, None], sym.shape)
-    mode_k = mode[chans]
-    everything = np.ones(sym.shape, dtype=bool)
-    symbols, indexes = [], []
-    for step, mask in enumerate(_passes(*sym.shape[2:])):
-        sel = np.broadcast_to(mask[None, None], sym.shape)
-        ctx = context_index(sym, mode_k, step, everything)
-        symbols.append(sym[sel].astype(np.int64))
-        indexes.append(chan[sel] * CONTEXTS + ctx[sel])
-    remapped, used = _used_tables(tables, np.concatenate(indexes))
-    return RansEncoder().encode_with_indexes(np.concatenate(symbols).tolist(), remapped, *used)
+    return rans.crans_encode(sym, np.asarray(channels, dtype=np.int64), mode, cdf)
 
 
 def crans_decode(
     payload: bytes,
     channels: Sequence[int],
-    tables: RansTables,
+    cdf: np.ndarray,
     mode: np.ndarray,
     shape: Tuple[int, int, int, int],
     bits: int,
 ) -> np.ndarray:
     """Inverse of :func:`crans_encode` -> symbols of ``shape`` (N, C', H, W)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from compressai.ans import RansDecoder
-
+    dtype = np.uint8 if bits <= 8 else np.uint16
     chans = np.asarray(channels, dtype=np.int64)
-    chan = np.broadcast_to(chans[None, :, None, None], shape)
-    mode_k = mode[chans]
-    sym = np.zeros(shape, dtype=np.int64)
-    decoded = np.zeros(shape, dtype=bool)
-    decoder = RansDecoder()
-    try:
-        decoder.set_stream(payload)
-        for step, mask in enumerate(_passes(*shape[2:])):
-            sel = np.broadcast_to(mask[None, None], shape)
-            ctx = context_index(sym, mode_k, step, decoded)
-            indexes, used = _used_tables(tables, chan[sel] * CONTEXTS + ctx[sel])
-            out = np.asarray(decoder.decode_stream(indexes, *used), np.int64)
-            _check_symbols(out, len(indexes), bits, "crans")
-            sym[sel] = out
-            decoded |= sel
-    except BitstreamError:
-        raise
-    except Exception as exc:  # the C++ decoder raises assorted errors on garbage
-        raise BitstreamError(f"crans payload cannot be decoded: {exc}") from exc
-    return sym.astype(np.uint8 if bits <= 8 else np.uint16)
+    sym = rans.crans_decode(payload, chans, mode, cdf, shape, dtype)
+    _check_symbols(sym, bits, "crans")
+    return sym
 
 
 def _to_8bit(frame: np.ndarray, bits: int, lossy: bool) -> np.ndarray:

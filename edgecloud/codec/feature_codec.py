@@ -92,10 +92,10 @@ class FeatureCodec:
         spec = self.spec
         cal = self.calibration
         if spec.coder == "rans":
-            return coders.rans_encode(sym, order, cal.rans_tables)
+            return coders.rans_encode(sym, order, cal.cdfs)
         if spec.coder == "crans":
             return coders.crans_encode(
-                sym.reshape(sym.shape[:2] + (h, w)), order, cal.rans_tables, cal.mode
+                sym.reshape(sym.shape[:2] + (h, w)), order, cal.cdfs, cal.mode
             )
         if spec.image_coder:
             frame = repack.to_frame(sym, h, w, tiled=spec.repack == "ct")
@@ -135,6 +135,11 @@ def decode_bitstream(
         raise BitstreamError(f"bitstream names an unknown codec: {exc}") from exc
     if spec.kind == "image-input" or spec.canonical != header.spec:
         raise BitstreamError(f"bitstream codec spec {header.spec!r} is not canonical")
+    if header.version < 2 and spec.coder in ("rans", "crans"):
+        raise BitstreamError(
+            f"a format-{header.version} {spec.coder} stream used compressai's entropy coder, "
+            "which this version no longer reads: encode it again with this version"
+        )
     if header.dtype != DTYPE:
         raise BitstreamError(f"bitstream dtype {header.dtype!r} is not supported ({DTYPE})")
     if spec.kind == "raw":
@@ -223,11 +228,9 @@ def _decode_symbols(
 ) -> np.ndarray:
     k = len(order)
     if spec.coder == "rans":
-        return coders.rans_decode(payload, order, cal.rans_tables, n, h * w, spec.bits)
+        return coders.rans_decode(payload, order, cal.cdfs, n, h * w, spec.bits)
     if spec.coder == "crans":
-        sym = coders.crans_decode(
-            payload, order, cal.rans_tables, cal.mode, (n, k, h, w), spec.bits
-        )
+        sym = coders.crans_decode(payload, order, cal.cdfs, cal.mode, (n, k, h, w), spec.bits)
         return sym.reshape(n, k, h * w)
     tiled = spec.repack == "ct"
     if spec.image_coder:

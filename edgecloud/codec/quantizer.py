@@ -22,21 +22,23 @@ def symbol_dtype(bits: int) -> np.dtype:
 
 
 def _step(lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
-    step = (hi.astype(np.float64) - lo) / ((1 << bits) - 1)
-    return np.where(step > 0, step, 1.0)
+    """float32 step per range (float32 arithmetic throughout: IEEE, the same everywhere)."""
+    step = (np.asarray(hi, np.float32) - np.asarray(lo, np.float32)) / np.float32((1 << bits) - 1)
+    return np.where(step > 0, step, np.float32(1.0)).astype(np.float32)
 
 
 def quantize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
     """``x`` (N, C, S) float -> symbols (N, C, S) in ``0 .. 2**bits - 1``."""
-    lo3, step3 = lo[None, :, None], _step(lo, hi, bits)[None, :, None]
-    q = np.rint((x.astype(np.float64) - lo3) / step3)
+    lo3 = np.asarray(lo, np.float32)[None, :, None]
+    step3 = _step(lo, hi, bits)[None, :, None]
+    q = np.rint((np.asarray(x, np.float32) - lo3) / step3)
     return np.clip(q, 0, (1 << bits) - 1).astype(symbol_dtype(bits))
 
 
 def dequantize(sym: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
     """Symbols (N, C, S) -> float32 reconstruction."""
-    lo3, step3 = lo[None, :, None], _step(lo, hi, bits)[None, :, None]
-    return (lo3 + sym.astype(np.float64) * step3).astype(np.float32)
+    lo3 = np.asarray(lo, np.float32)[None, :, None]
+    return lo3 + sym.astype(np.float32) * _step(lo, hi, bits)[None, :, None]
 
 
 def _channels(x: np.ndarray, scope: str) -> np.ndarray:

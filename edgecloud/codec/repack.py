@@ -29,7 +29,8 @@ def ccd_permutation(x: np.ndarray) -> np.ndarray:
 
 def channel_order(permutation: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Indices of the transmitted channels, in transmission order."""
-    return np.asarray([c for c in permutation if keep[c]], dtype=np.int64)
+    permutation = np.asarray(permutation, dtype=np.int64)
+    return permutation[np.asarray(keep, dtype=bool)[permutation]]
 
 
 def tile_grid(channels: int) -> Tuple[int, int]:

@@ -17,6 +17,7 @@ SCOPE ``pt`` (per tensor) | ``pc`` (per channel).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -94,8 +95,10 @@ def _quality(text: str, spec: str) -> int:
     return q
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_spec(spec: str) -> CodecSpec:
-    """Parse a spec string; raises CodecSpecError naming the bad part."""
+    """Parse a spec string; raises CodecSpecError naming the bad part (results are cached:
+    a CodecSpec is immutable)."""
     if not isinstance(spec, str) or not spec:
         raise CodecSpecError(f"codec spec must be a non-empty string, got {spec!r}")
     text = spec.strip().lower()

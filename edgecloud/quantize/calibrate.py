@@ -16,7 +16,6 @@ Artifacts land in ``<root>/<model>/<cut>/`` (see :class:`CalibrationArtifacts`):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,9 +27,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edgecloud.errors import CalibrationError
+from edgecloud.artifacts import read_manifest, sha256_file, write_manifest
+from edgecloud.errors import ArtifactError, CalibrationError
 from edgecloud.quantize.cpu_graph import to_uint8_activations
 from edgecloud.quantize.export import DEFAULT_OPSET, INPUT_NAME, export_onnx
+from edgecloud.quantize.quiet import quiet_logs
 from edgecloud.quantize.trt_cache import write_cache
 from edgecloud.quantize.validate import check_qdq
 
@@ -90,13 +91,9 @@ class CalibrationArtifacts:
                 f"no calibration in {directory} (missing {MANIFEST}); run `edgecloud calibrate`"
             )
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CalibrationError(
-                f"unreadable calibration manifest {manifest_path}: {exc}"
-            ) from exc
-        if manifest.get("format") != FORMAT:
-            raise CalibrationError(f"{manifest_path} is not an {FORMAT} manifest")
+            manifest = read_manifest(manifest_path, (FORMAT,))
+        except ArtifactError as exc:
+            raise CalibrationError(f"calibration manifest {exc}") from exc
         artifacts = cls(directory, manifest)
         for path in (artifacts.fp32_onnx, artifacts.qdq_onnx, artifacts.cpu_onnx):
             if not path.is_file():
@@ -120,14 +117,6 @@ class CalibrationArtifacts:
 def artifact_dir(model: str, cut: str, root: Union[str, Path] = DEFAULT_ROOT) -> Path:
     """``<root>/<model>/<cut>``."""
     return Path(root) / model / cut
-
-
-def sha256_file(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Reader:
@@ -214,20 +203,6 @@ def quantize_qdq(
     return reader.images
 
 
-@contextlib.contextmanager
-def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
-    """Raise the level of the chatty exporter/quantizer loggers (root included) for a while."""
-    loggers = [logging.getLogger(n) for n in ("", "onnx_ir", "onnxscript", "torch.onnx")]
-    saved = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(level)
-    try:
-        yield
-    finally:
-        for lg, old in zip(loggers, saved):
-            lg.setLevel(old)
-
-
 def activation_scales(qdq_model) -> Dict[str, float]:
     """{activation tensor name: per-tensor scale} of a QDQ model's activation quantizers."""
     from onnx import numpy_helper
@@ -246,6 +221,23 @@ def activation_scales(qdq_model) -> Dict[str, float]:
                 name = name[: -len(OUTPUT_SUFFIX)]
             scales[name] = float(scale.reshape(()))
     return scales
+
+
+class _OutputRange:
+    """Largest absolute value of the fp32 head's output over the calibration batches (the
+    range the CPU graph quantizes a float graph output to, min/max like the activations)."""
+
+    def __init__(self, fp32_onnx: Path) -> None:
+        import onnxruntime as ort
+
+        self._session = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
+        self.amax = 0.0
+
+    def track(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for batch in batches:
+            out = self._session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
+            self.amax = max(self.amax, float(np.abs(out).max()))
+            yield batch
 
 
 def calibrate_module(
@@ -268,12 +260,17 @@ def calibrate_module(
     artifacts = CalibrationArtifacts(out)
     start = time.perf_counter()
     export_onnx(head, input_shape, artifacts.fp32_onnx, opset=opset)
+    output = _OutputRange(artifacts.fp32_onnx)
     images = quantize_qdq(
-        artifacts.fp32_onnx, batches, artifacts.qdq_onnx, method=method, percentile=percentile
+        artifacts.fp32_onnx,
+        output.track(batches),
+        artifacts.qdq_onnx,
+        method=method,
+        percentile=percentile,
     )
     qdq = onnx.load(str(artifacts.qdq_onnx))
     check_qdq(qdq)
-    onnx.save(to_uint8_activations(qdq), str(artifacts.cpu_onnx))
+    onnx.save(to_uint8_activations(qdq, output_amax=output.amax), str(artifacts.cpu_onnx))
     scales = activation_scales(qdq)
     artifacts.scales_json.write_text(
         json.dumps(
@@ -283,6 +280,7 @@ def calibrate_module(
                 "symmetric": True,
                 "qmax": INT8_MAX,
                 "tensors": {n: {"scale": s, "amax": s * INT8_MAX} for n, s in scales.items()},
+                "output_amax": output.amax,
             },
             indent=1,
         )
@@ -299,13 +297,14 @@ def calibrate_module(
         "opset": opset,
         "onnxruntime": onnxruntime.__version__,
         "activation_tensors": len(scales),
+        "output_amax": output.amax,
         "sha256": {
             p.name: sha256_file(p)
             for p in (artifacts.fp32_onnx, artifacts.qdq_onnx, artifacts.cpu_onnx)
         },
         "seconds": round(time.perf_counter() - start, 2),
     }
-    (out / MANIFEST).write_text(json.dumps(artifacts.manifest, indent=2) + "\n")
+    write_manifest(out / MANIFEST, artifacts.manifest)
     return artifacts
 
 
@@ -358,7 +357,7 @@ def calibrate(
     artifacts.manifest["calibration_files_sha256"] = hashlib.sha256(
         "\n".join(files).encode()
     ).hexdigest()
-    (directory / MANIFEST).write_text(json.dumps(artifacts.manifest, indent=2) + "\n")
+    write_manifest(directory / MANIFEST, artifacts.manifest)
     log.info("calibration written to %s", directory)
     return artifacts
 

@@ -17,6 +17,13 @@ convolution whose output feeds two nodes still fuses.
 
 With ``unsigned_after_relu=False`` every activation gets the exact zero-point-128 form
 (bit-for-bit the TensorRT grid, but the ``Clip`` nodes stay and ONNX Runtime is slower).
+
+A graph output that comes straight from a float ``Conv`` (the head ends in a projection
+convolution, whose output the quantizer leaves float) keeps that convolution in fp32 and makes
+ONNX Runtime dequantize its weights on every call. Given the calibrated ``output_amax`` the
+output is quantized too (the signed symmetric grid as uint8, zero point 128), so that the
+convolution fuses into ``QLinearConv`` and only the output is dequantized (measured at Lite0
+``blocks``: about 0.3 ms of 4.4 ms).
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ INT8_MAX = 127
 UINT8_MAX = 255
 
 
-def to_uint8_activations(model, *, unsigned_after_relu: bool = True):
-    """Return a copy of the QDQ ``model`` (ModelProto) with uint8 activations (see module doc)."""
+def to_uint8_activations(
+    model, *, unsigned_after_relu: bool = True, output_amax: Optional[float] = None
+):
+    """Return a copy of the QDQ ``model`` (ModelProto) with uint8 activations (see module doc);
+    with ``output_amax`` a float graph output is quantized as well."""
     import onnx
     from onnx import numpy_helper
 
@@ -85,11 +95,34 @@ def to_uint8_activations(model, *, unsigned_after_relu: bool = True):
             )
         node.input[1], node.input[2] = rewritten[node.input[0]]
 
+    if output_amax:
+        _quantize_float_output(graph, inits, output_amax, add_init)
     used = {name for node in graph.node for name in node.input}
     for init in list(graph.initializer):
         if init.name not in used and init.name not in {i.name for i in graph.input}:
             graph.initializer.remove(init)
     return model
+
+
+def _quantize_float_output(graph, inits, amax: float, add_init) -> None:
+    """Q -> DQ (uint8, zero point 128, scale amax / 127) behind a graph output computed in
+    float by a Conv whose input is dequantized (so that ONNX Runtime fuses it)."""
+    from onnx import helper
+
+    output = graph.output[0].name
+    producer = next((n for n in graph.node if output in n.output), None)
+    if producer is None or producer.op_type != "Conv":
+        return  # already quantized (e.g. DequantizeLinear) or not a convolution
+    inner = f"{output}_float"
+    producer.output[list(producer.output).index(output)] = inner
+    scale = add_init(np.array(amax / INT8_MAX, dtype=np.float32), f"{output}_scale_u8")
+    zero = add_init(np.array(UINT8_ZERO_POINT, dtype=np.uint8), f"{output}_zp_u8")
+    graph.node.extend(
+        [
+            helper.make_node("QuantizeLinear", [inner, scale, zero], [f"{output}_q"]),
+            helper.make_node("DequantizeLinear", [f"{output}_q", scale, zero], [output]),
+        ]
+    )
 
 
 def _fold_weight_quantizers(graph, inits) -> None:

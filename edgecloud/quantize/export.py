@@ -17,6 +17,7 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 
 from edgecloud.errors import EdgecloudError
+from edgecloud.quantize.quiet import quiet_logs
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
@@ -90,8 +91,6 @@ def _opset(model) -> int:
 @contextlib.contextmanager
 def _quiet():
     """Silence the exporter's progress prints (stdout) and INFO logs."""
-    from edgecloud.quantize.calibrate import quiet_logs
-
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), quiet_logs():
         yield
 
