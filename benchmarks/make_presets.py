@@ -19,7 +19,7 @@ from edgecloud.datasets import make_loader
 from edgecloud.experiments.sweep import SweepData
 from edgecloud.models import load_model
 from edgecloud.partition import split
-from edgecloud.presets import PRESET_DIR, PRESETS
+from edgecloud.presets import PRESET_DIR, expected_presets
 
 CALIB_IMAGES = 64
 BATCH_SIZE = 32  # the sweep's default
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     for old in Path(args.out).glob("*.npz"):
         old.unlink()
-    for model_name, cut, codec in PRESETS:
+    for model_name, cut, codec in expected_presets():
         model = load_model(model_name)
         data = SweepData.split(args.data, model, limit=None, calib_images=CALIB_IMAGES)
         files = data.calibration.files

@@ -41,6 +41,8 @@ VOCABULARY: Dict[str, str] = {
     "--device": "where the model part runs: cpu, cuda[:N] (build/edge also dla:K)",
     "--threads": "compute threads of the model runtime (torch/ONNX Runtime)",
     "--workers": "serve: worker threads that run tails",
+    "--decode-workers": "serve: decode worker processes (0: decode in the tail threads)",
+    "--precision": "serve: tail arithmetic, fp32 or fp16 (checked against fp32 on --data)",
     "--json": "write the results as JSON to PATH (exactly what is printed)",
     "--csv": "write the result rows as CSV to PATH (as they finish)",
     "--markdown": "write the result table as Markdown to PATH",

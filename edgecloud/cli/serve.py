@@ -14,6 +14,8 @@ from edgecloud.cli.options import (
     DEFAULT_ENDPOINT,
     add_command,
     add_cut,
+    add_data,
+    add_limit,
     add_model,
     add_threads,
     endpoint,
@@ -29,6 +31,7 @@ examples:
   edgecloud serve --bind tcp://0.0.0.0:5555 --cut blocks.4 --cut blocks.5
   edgecloud serve --config serve.toml --device cuda
   edgecloud serve --max-batch-size 1              # dynamic batching off
+  edgecloud serve --device cuda --precision fp16 --data ../shared/data/imagenet-samples
 
 Flags override the config file. The daemon loads every tail and runs one warm-up batch
 through each, then prints "READY <endpoint>" on stdout; it logs one key=value line per event
@@ -141,6 +144,27 @@ def register(subparsers: Any) -> None:
         help="worker threads that run tails (default 1)",
     )
     p.add_argument(
+        "--decode-workers",
+        type=nonnegative_int,
+        default=None,
+        help="decode worker processes (default: the cores less one; 0: decode in the tail "
+        "threads, one process)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default=None,
+        help="tail arithmetic: fp32 (default) or fp16 with channels-last (for GPUs), "
+        "checked against fp32 at start on --data",
+    )
+    add_data(
+        p,
+        default=None,
+        help="images on which a --precision below fp32 is checked at start "
+        "(top-1 agreement with fp32; in the log and in ping)",
+    )
+    add_limit(p)
+    p.add_argument(
         "--curve-secret", default=None, help="CurveZMQ: the daemon's .key_secret (encrypts)"
     )
     p.add_argument(
@@ -165,6 +189,10 @@ def build_config(args: argparse.Namespace):
         "drain_timeout_s": args.drain_timeout,
         "torch_threads": args.threads,
         "workers": args.workers,
+        "decode_workers": args.decode_workers,
+        "precision": args.precision,
+        "precision_check_data": args.data,
+        "precision_check_images": args.limit,
         "codec_calibrations": args.codec_calibration,
         "codec_presets": args.codec_presets,
         "curve_secret_file": args.curve_secret,

@@ -1,23 +1,28 @@
-"""The cloud receiver daemon: ``CloudServer(config)`` (``edgecloud serve``)."""
+"""The cloud receiver daemon: ``CloudServer(config)`` (``edgecloud serve``).
+
+Imported lazily, so that a decode worker process can use ``edgecloud.cloud.decode`` without
+loading torch.
+"""
 
 from __future__ import annotations
 
-from edgecloud.cloud.config import (
-    BatchingConfig,
-    ModelConfig,
-    ServerConfig,
-    config_from_dict,
-    load_config,
-)
-from edgecloud.cloud.server import CloudServer
-from edgecloud.cloud.tails import TailRegistry
+import importlib
+from typing import Any
 
-__all__ = [
-    "BatchingConfig",
-    "CloudServer",
-    "ModelConfig",
-    "ServerConfig",
-    "TailRegistry",
-    "config_from_dict",
-    "load_config",
-]
+_EXPORTS = {
+    "BatchingConfig": "edgecloud.cloud.config",
+    "ModelConfig": "edgecloud.cloud.config",
+    "ServerConfig": "edgecloud.cloud.config",
+    "config_from_dict": "edgecloud.cloud.config",
+    "load_config": "edgecloud.cloud.config",
+    "CloudServer": "edgecloud.cloud.server",
+    "TailRegistry": "edgecloud.cloud.tails",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'edgecloud.cloud' has no attribute {name!r}")

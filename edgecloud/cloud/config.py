@@ -8,6 +8,10 @@ Example ``serve.toml``::
                                    # served + 64 KiB (also ZMQ_MAXMSGSIZE: the peer is dropped)
     drain_timeout_s = 5.0          # on SIGTERM: answer queued work for at most this long
     reply_cache_bytes = 33554432   # reply cache bound in bytes (and reply_cache_size entries)
+    decode_workers = -1            # decode processes; -1: cores less one; 0: decode in-process
+    workers = 1                    # tail threads
+    precision = "fp32"             # or "fp16" (channels-last; GPUs), checked against fp32 ...
+    precision_check_data = ""      # ... on these images (top-1 agreement, in the log and ping)
     codec_calibrations = []        # codec calibration files, for calibrated codec specs
     codec_presets = true           # also load the calibrations shipped in edgecloud/presets
     # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
@@ -33,6 +37,7 @@ Example ``serve.toml``::
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -93,6 +98,10 @@ class ServerConfig:
     codec_presets: bool = True  # also load edgecloud.presets' calibrations
     torch_threads: int = 0  # 0: torch's default
     workers: int = 1  # tail threads (batches computed concurrently)
+    decode_workers: int = -1  # decode processes; -1: the number of cores less one (at least 1)
+    precision: str = "fp32"  # tails in fp32, or fp16 (with channels-last; for GPUs)
+    precision_check_data: str = ""  # images to check a precision below fp32 on ("": none)
+    precision_check_images: int = 64
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
     curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)
 
@@ -104,6 +113,12 @@ class ServerConfig:
             raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
+        if self.decode_workers < -1:
+            raise ConfigError("decode_workers must be >= 0 (0: decode in the tail thread), or -1")
+        if self.precision not in ("fp32", "fp16"):
+            raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
+        if self.precision_check_images < 1:
+            raise ConfigError("precision_check_images must be >= 1")
         if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be 0 (automatic) or at least 1024")
         a = self.admission
@@ -116,6 +131,13 @@ class ServerConfig:
         if not self.models:
             raise ConfigError("no models configured")
         return self
+
+
+def decode_workers(config: ServerConfig) -> int:
+    """Decode worker processes: the configured number, or the cores less one (at least 1)."""
+    if config.decode_workers >= 0:
+        return config.decode_workers
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def message_limit(config: ServerConfig, feature_elements: int) -> int:

@@ -9,6 +9,7 @@ ready for the tail; a stream that fails is reported per item, the others go on.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -25,11 +26,15 @@ Failure = Tuple[str, str]  # (error code, message)
 def precheck(
     payload: Any, shape: Sequence[int], calibrations: Mapping[str, Any]
 ) -> BitstreamHeader:
-    """The verified header of ``payload`` if it may be decoded into ``shape``; else
-    :class:`BadRequest` with ``shape_mismatch``, ``too_large`` or ``corrupt_bitstream``."""
-    elements = int(np.prod(shape))
+    """The header of ``payload`` if it may be decoded into ``shape``; else
+    :class:`BadRequest` with ``shape_mismatch``, ``too_large`` or ``corrupt_bitstream``.
+
+    Cheap (no copy, no CRC): the CRC is checked where the stream is decoded."""
+    elements = math.prod(shape)
     try:
-        header = peek_header(payload, shape=shape, max_elements=elements)
+        header = peek_header(
+            payload, shape=shape, max_elements=elements, verify_crc=False, arrays=False
+        )
     except BitstreamShapeError as exc:
         raise BadRequest(ErrorCode.SHAPE_MISMATCH, str(exc)) from None
     except BitstreamSizeError as exc:
@@ -46,16 +51,21 @@ def precheck(
 
 
 def decode_batch(
-    payloads: Sequence[Any], shape: Sequence[int], calibrations: Mapping[str, Any]
+    payloads: Sequence[Any],
+    shape: Sequence[int],
+    calibrations: Mapping[str, Any],
+    out: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, List[Optional[Failure]], List[float]]:
-    """Decode ``payloads`` into one contiguous (K, *shape) float32 array.
+    """Decode ``payloads`` into one contiguous (K, *shape) float32 array (rows of ``out`` if
+    given, e.g. a shared-memory slot; it needs room for every stream).
 
     Returns the array of the K streams that decoded (in order), a failure (code, message) or
     None per stream, and the decode time of each stream in ms.
     """
     shape = tuple(shape)
     elements = int(np.prod(shape))
-    out = np.empty((len(payloads), *shape), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(payloads), *shape), dtype=np.float32)
     failures: List[Optional[Failure]] = []
     times: List[float] = []
     row = 0

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import threading
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple, Union
 
 import zmq
 
@@ -55,14 +55,22 @@ class Front:
         self._poller.register(self.router, zmq.POLLIN)
         self._poller.register(self._wake_rx, zmq.POLLIN)
 
-    def poll(self, timeout_ms: int) -> Tuple[bool, bool]:
-        """Wait for a message or a wake-up: (messages waiting, woken)."""
+    def watch(self, source: Union[zmq.Socket, int]) -> None:
+        """Also wake :meth:`poll` when ``source`` (a socket of this thread, or a file
+        descriptor such as a process sentinel) becomes readable."""
+        self._poller.register(source, zmq.POLLIN)
+
+    def unwatch(self, source: Union[zmq.Socket, int]) -> None:
+        self._poller.unregister(source)
+
+    def poll(self, timeout_ms: int) -> Tuple[bool, Set[Union[zmq.Socket, int]]]:
+        """Wait for a message, a wake-up or a watched source: (messages waiting, the watched
+        sources that are readable)."""
         events = dict(self._poller.poll(timeout_ms))
-        woken = self._wake_rx in events
-        if woken:
+        if events.pop(self._wake_rx, None):
             while self._wake_rx.poll(0):
                 self._wake_rx.recv()
-        return self.router in events, woken
+        return events.pop(self.router, None) is not None, set(events)
 
     def receive(self) -> Optional[Incoming]:
         """The next message, or None if none is waiting."""

@@ -5,11 +5,14 @@ Data flows one way::
     front (ROUTER) -> admission (limits, fair queue) -> decode -> executor (tail)
           -> replies -> front
 
-Threads: one I/O thread owns the :class:`~edgecloud.cloud.front.Front` and everything that is
-not thread-safe (admission, the reply book, the rate-limited log): it receives, validates,
-admits, answers errors, duplicates, pings and stats at once, forms fair batches and hands
-them to ``config.workers`` worker threads, which decode a batch into one array, run the tail
-and hand the replies back (a queue plus a wake-up of the front).
+Threads and processes: one I/O thread owns the :class:`~edgecloud.cloud.front.Front`, the
+:class:`~edgecloud.cloud.decode_pool.DecodePool`'s socket and everything that is not
+thread-safe (admission, the reply book, the rate-limited log): it receives, validates, admits,
+answers errors, duplicates, pings and stats at once, and forms fair batches. A batch goes to
+an idle **decode worker process**, which decodes it into a shared-memory slot; the decoded
+batch goes to one of ``config.workers`` tail threads, which run the tail on the slot's array
+and hand the replies back (a queue plus a wake-up of the front). With ``decode_workers = 0``
+the tail threads decode too (one process, as on a small edge box).
 """
 
 from __future__ import annotations
@@ -21,28 +24,30 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 import numpy as np
 import torch
 import zmq
 
-from edgecloud.cloud.admission import Admission, ClientKey
-from edgecloud.cloud.config import ServerConfig, message_limit
-from edgecloud.cloud.decode import decode_batch, precheck
+from edgecloud.cloud.admission import Admission
+from edgecloud.cloud.calibrations import load_calibrations
+from edgecloud.cloud.compute import Batch, Job, compute
+from edgecloud.cloud.config import ServerConfig, decode_workers, message_limit
+from edgecloud.cloud.decode import precheck
+from edgecloud.cloud.decode_pool import DecodedBatch, DecodePool
 from edgecloud.cloud.executors import TailExecutor, TorchExecutor
 from edgecloud.cloud.front import Front, Incoming
 from edgecloud.cloud.ratelog import RateLimitedLog
-from edgecloud.cloud.replies import ReplyBook, ReplyKey
+from edgecloud.cloud.replies import ReplyBook
 from edgecloud.cloud.stats import ServerStats
-from edgecloud.cloud.tails import TailEntry, TailRegistry
+from edgecloud.cloud.tails import TailRegistry
 from edgecloud.transport.protocol import (
     MAX_FRAMES,
     PROTOCOL_VERSION,
     BadRequest,
     ErrorCode,
     Reply,
-    Request,
     pack_reply,
     request_id_of,
     unpack_request,
@@ -58,27 +63,15 @@ FINAL_LINGER_MS = 500
 #: after a reply to a peer is dropped at the high-water mark (the peer reads none), its new
 #: requests are refused for this long instead of computed for nobody
 STALL_S = 1.0
-
-
-@dataclasses.dataclass
-class _Job:
-    request: Request
-    payload: Any  # memoryview of the received frame
-    entry: TailEntry
-    received: float
-    routing_id: bytes
-    client: ClientKey
-
-    @property
-    def reply_key(self) -> ReplyKey:
-        return (self.client, self.request.id)
+#: where the OS has no pidfds, how often the I/O thread checks the decode workers
+REAP_INTERVAL_S = 0.2
 
 
 class CloudServer:
     """Serve tails over ZeroMQ.
 
     >>> server = CloudServer(ServerConfig(bind="tcp://127.0.0.1:0"))
-    >>> endpoint = server.start()   # loads the tails, binds, starts the threads
+    >>> endpoint = server.start()   # loads the tails, starts the decode workers, binds
     >>> ...                         # edge clients connect to ``endpoint``
     >>> server.stop()               # drains queued work (drain_timeout_s), answers everything
     """
@@ -104,9 +97,12 @@ class CloudServer:
             config.reply_cache_size, config.reply_cache_bytes, config.reply_cache_ttl_s
         )
         self._rejections = RateLimitedLog(log)
-        self._work: queue.Queue = queue.Queue()
+        self._tail_queue: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
-        self._outstanding: Dict[int, List[_Job]] = {}
+        self._batches: Dict[int, Batch] = {}  # left the queue, not yet answered
+        self._pool: Optional[DecodePool] = None
+        self._sentinels: Set[int] = set()
+        self._precision_check: Dict[str, Any] = {}
         self._stalled: Dict[bytes, float] = {}  # routing id -> refuse work until
         self._ctx = zmq.Context()
         self._stop_requested = threading.Event()
@@ -122,17 +118,30 @@ class CloudServer:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Load the tails, bind the socket and start serving; returns the bound endpoint."""
+        """Load the tails, start the decode workers, bind the socket and start serving;
+        returns the bound endpoint."""
         config = self.config
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         if self._registry is None:
             self._registry = TailRegistry.from_config(config.models, config.device)
         if self._calibrations is None:
-            self._calibrations = _load_calibrations(config.codec_calibrations, config.codec_presets)
+            self._calibrations = load_calibrations(config.codec_calibrations, config.codec_presets)
         if self._executor is None:
-            self._executor = TorchExecutor(self._registry.device)
+            self._executor = TorchExecutor(self._registry.device, precision=config.precision)
+        self._check_precision()
         self._warm_up()
+        workers = decode_workers(config)
+        if workers:
+            self._pool = DecodePool(
+                self._ctx,
+                workers,
+                slots=workers + config.workers + 1,  # one per decoder and tail, one waiting
+                slot_elements=config.batching.max_batch_size * self._registry.max_elements(),
+                calibrations=self._calibrations,
+            )
+            self._pool.wait_ready()
+            self._executor.pin(self._pool.buffers())
         self.max_message_bytes = message_limit(config, self._registry.max_elements())
         opts = SocketOptions(
             max_message_bytes=self.max_message_bytes,
@@ -143,6 +152,9 @@ class CloudServer:
             self._auth = start_authenticator(self._ctx, config.curve_clients_dir)
         self._front = Front(self._ctx, config.bind, opts, curve=bool(config.curve_secret_file))
         self.endpoint = self._front.endpoint
+        if self._pool is not None:
+            self._front.watch(self._pool.socket)
+            self._watch_sentinels()
         for i in range(config.workers):
             thread = threading.Thread(target=self._worker, name=f"edgecloud-tail-{i}", daemon=True)
             thread.start()
@@ -151,11 +163,14 @@ class CloudServer:
         self._io.start()
         b, a = config.batching, config.admission
         log.info(
-            "event=listening endpoint=%s device=%s max_batch_size=%d max_queue_delay_ms=%g "
-            "queue_size=%d queue_bytes=%d max_inflight_per_client=%d rate_per_client=%g "
-            "max_message_bytes=%d drain_timeout_s=%g",
+            "event=listening endpoint=%s device=%s precision=%s decode_workers=%d "
+            "max_batch_size=%d max_queue_delay_ms=%g queue_size=%d queue_bytes=%d "
+            "max_inflight_per_client=%d rate_per_client=%g max_message_bytes=%d "
+            "drain_timeout_s=%g",
             self.endpoint,
             config.device,
+            config.precision,
+            workers,
             b.max_batch_size,
             b.max_queue_delay_ms,
             b.queue_size,
@@ -168,6 +183,20 @@ class CloudServer:
         if self._auth is not None:
             log.info("event=curve clients=%s", config.curve_clients_dir or "any")
         return self.endpoint
+
+    def _check_precision(self) -> None:
+        """Below fp32: the tails' top-1 agreement with fp32 on real images (logged, and in
+        ``ping``), or a warning that it was not checked."""
+        if self.config.precision == "fp32":
+            return
+        from edgecloud.cloud.precision import check_precision
+
+        self._precision_check = check_precision(
+            self._registry,
+            self._executor,
+            self.config.precision_check_data,
+            self.config.precision_check_images,
+        )
 
     def _warm_up(self) -> None:
         """One batch through every tail and one round trip through every calibrated codec
@@ -184,7 +213,7 @@ class CloudServer:
     def stop(self, drain_timeout_s: Optional[float] = None) -> None:
         """Stop: new requests get ``shutting_down``; queued ones are computed and answered for
         at most ``drain_timeout_s`` (default: the config's), the rest get ``shutting_down``;
-        then the socket closes."""
+        then the socket closes and the decode workers stop."""
         if self._io is None or self._stopped.is_set():
             return
         drain = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -193,9 +222,12 @@ class CloudServer:
         self._front.wake()
         self._io.join(drain + 5.0)
         for _ in self._workers:
-            self._work.put(None)
+            self._tail_queue.put(None)
         for thread in self._workers:
             thread.join(1.0)
+        self._executor.close()
+        if self._pool is not None:
+            self._pool.close()
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
@@ -217,9 +249,12 @@ class CloudServer:
     def _serve(self) -> None:
         front = self._front
         next_stats = time.monotonic() + self.config.stats_interval_s
+        next_reap = 0.0
         try:
             while True:
-                readable, _woken = front.poll(self._poll_timeout_ms())
+                readable, watched = front.poll(self._poll_timeout_ms())
+                if watched:
+                    self._from_pool(watched)
                 self._collect_results()
                 if readable:
                     for i in range(256):  # bounded, so replies are not starved
@@ -230,16 +265,20 @@ class CloudServer:
                             self._handle(message)
                         except Exception:  # a bug must not take the daemon down
                             log.exception("event=handle_failed")
-                        if i % 16 == 15:  # under a flood, keep the workers fed
+                        if i % 16 == 15:  # under a flood, keep the stages fed
                             self._collect_results()
                             self._dispatch()
                 if self._stop_requested.is_set() and self._drained():
                     break
                 self._dispatch()
                 now = time.monotonic()
+                no_pidfds = self._pool is not None and not self._pool.sentinels_supported
+                if no_pidfds and now >= next_reap:  # look for dead workers now and then
+                    next_reap = now + REAP_INTERVAL_S
+                    self._reap()
                 if now >= next_stats:
                     next_stats = now + self.config.stats_interval_s
-                    log.info("event=stats %s", json.dumps(self.stats.snapshot()))
+                    log.info("event=stats %s", json.dumps(self._stats()))
                 self._rejections.flush()
         except Exception:  # pragma: no cover - a bug in the loop itself; logged, then stop
             log.exception("event=io_loop_failed")
@@ -250,7 +289,7 @@ class CloudServer:
 
     def _poll_timeout_ms(self) -> int:
         deadline = self._admission.next_deadline()
-        if deadline is None or len(self._outstanding) > self.config.workers:
+        if deadline is None or not self._can_start_batch():
             return 200
         return max(0, min(200, int((deadline - time.perf_counter()) * 1000) + 1))
 
@@ -309,7 +348,7 @@ class CloudServer:
                 )
             self._admission.check(message.client, len(payload))  # cheap refusals first
             precheck(payload, entry.shape, self._calibrations)
-            job = _Job(request, payload, entry, received, routing_id, message.client)
+            job = Job(request, payload, entry, received, routing_id, message.client)
             self._admission.admit(message.client, (entry.model, entry.cut), job, len(payload))
         except BadRequest as exc:
             self._reject(message, request.id, exc)
@@ -355,7 +394,7 @@ class CloudServer:
             )
         return sum(len(f) for f in frames)
 
-    def _finish(self, job: _Job, reply: Reply) -> None:
+    def _finish(self, job: Job, reply: Reply) -> None:
         """Count, cache and send the reply of an admitted request to everyone waiting."""
         self.stats.count(reply.code)
         if reply.ok:
@@ -367,36 +406,93 @@ class CloudServer:
         if reply.code not in _UNCACHED:
             self._replies.put(job.reply_key, reply, size or len(pack_reply(reply)[0]))
 
+    def _fail(self, jobs: List[Job], code: str, message: str) -> None:
+        for job in jobs:
+            self._finish(job, Reply.error(job.request.id, code, message))
+
+    # -- batches through the stages -----------------------------------------------------------
+
+    def _can_start_batch(self) -> bool:
+        if self._pool is not None:
+            return self._pool.idle()
+        # one batch more than tail threads: the next is ready when a thread finishes
+        return len(self._batches) <= self.config.workers
+
     def _dispatch(self) -> None:
-        """Hand due batches to the workers (one more than there are workers, so that none
-        waits for the I/O thread); requests that waited too long get ``timeout``."""
+        """Start due batches while a stage can take them; requests that waited too long get
+        ``timeout``."""
         draining = self._stop_requested.is_set()
         timeout = self.config.batching.request_timeout_s
-        # one batch more than workers: the next is ready when a worker finishes
-        while len(self._outstanding) <= self.config.workers:
+        while self._can_start_batch():
             now = time.perf_counter()
             due = self._admission.next_batch(now, flush=draining)
             if due is None:
                 return
-            jobs: List[_Job] = []
+            jobs: List[Job] = []
             for queued in due[1]:
-                job: _Job = queued.item
+                job: Job = queued.item
                 waited = now - job.received
                 if waited > timeout:
-                    self._finish(
-                        job,
-                        Reply.error(
-                            job.request.id,
-                            ErrorCode.TIMEOUT,
-                            f"request waited {waited:.1f} s in the queue (limit {timeout:g} s)",
-                        ),
+                    self._fail(
+                        [job],
+                        ErrorCode.TIMEOUT,
+                        f"request waited {waited:.1f} s in the queue (limit {timeout:g} s)",
                     )
                 else:
                     jobs.append(job)
-            if jobs:
-                batch_id = next(_batch_ids)
-                self._outstanding[batch_id] = jobs
-                self._work.put((batch_id, jobs))
+            if not jobs:
+                continue
+            batch = Batch(next(_batch_ids), jobs, started=now)
+            self._batches[batch.id] = batch
+            if self._pool is not None:
+                self._pool.submit(batch.id, batch.entry.shape, [job.payload for job in jobs])
+            else:
+                self._tail_queue.put(batch)
+
+    def _from_pool(self, watched: Set[Any]) -> None:
+        """Decoded batches go on to the tail; dead decode workers are replaced and the
+        requests they held answered ``internal_error``."""
+        pool = self._pool
+        if pool.socket in watched:
+            for decoded in pool.receive():
+                self._decoded(decoded)
+        if watched & self._sentinels:
+            self._reap()
+
+    def _reap(self) -> None:
+        """Replace dead decode workers; answer the batches they held ``internal_error``."""
+        for batch_id in self._pool.reap():
+            batch = self._batches.pop(batch_id, None)
+            if batch is not None:
+                self._fail(
+                    batch.jobs,
+                    ErrorCode.INTERNAL,
+                    "the decode worker of this request died; resend it",
+                )
+        self._watch_sentinels()
+
+    def _decoded(self, decoded: DecodedBatch) -> None:
+        batch = self._batches.get(decoded.batch_id)
+        if batch is None:  # answered meanwhile (drain deadline)
+            self._pool.release(decoded.slot)
+            return
+        batch.features, batch.failures = decoded.features, decoded.failures
+        batch.decode_ms, batch.slot = decoded.decode_ms, decoded.slot
+        if len(decoded.features):
+            self._tail_queue.put(batch)
+            return
+        del self._batches[batch.id]  # nothing decoded: answer the failures now
+        self._pool.release(decoded.slot)
+        for job, failure in zip(batch.jobs, batch.failures):
+            self._finish(job, Reply.error(job.request.id, *failure))
+
+    def _watch_sentinels(self) -> None:
+        current = set(self._pool.sentinels())
+        for fd in self._sentinels - current:
+            self._front.unwatch(fd)
+        for fd in current - self._sentinels:
+            self._front.watch(fd)
+        self._sentinels = current
 
     def _collect_results(self) -> None:
         while True:
@@ -404,38 +500,36 @@ class CloudServer:
                 batch_id, replies = self._results.get_nowait()
             except queue.Empty:
                 return
-            jobs = self._outstanding.pop(batch_id, None)
-            if jobs is None:  # abandoned at the drain deadline: already answered
+            batch = self._batches.pop(batch_id, None)
+            if batch is None:  # abandoned at the drain deadline: already answered
                 continue
-            for job, reply in zip(jobs, replies):
+            if batch.slot is not None:
+                self._pool.release(batch.slot)
+            for job, reply in zip(batch.jobs, replies):
                 self._finish(job, reply)
 
     def _drained(self) -> bool:
         """While stopping: True once everything admitted is answered, or at the deadline
         (whatever is left then is answered ``shutting_down``)."""
-        if not self._admission.queued and not self._outstanding:
+        if not self._admission.queued and not self._batches:
             return True
         if time.perf_counter() < self._drain_deadline:
             return False
-        left: List[_Job] = [q.item for q in self._admission.drain()]
-        for jobs in self._outstanding.values():
-            left.extend(jobs)
-        self._outstanding.clear()
-        for job in left:
-            self._finish(
-                job,
-                Reply.error(
-                    job.request.id,
-                    ErrorCode.SHUTTING_DOWN,
-                    f"daemon stopped before this request was computed "
-                    f"(drain_timeout_s {self.config.drain_timeout_s:g})",
-                ),
-            )
+        left: List[Job] = [q.item for q in self._admission.drain()]
+        for batch in self._batches.values():
+            left.extend(batch.jobs)
+        self._batches.clear()
+        self._fail(
+            left,
+            ErrorCode.SHUTTING_DOWN,
+            f"daemon stopped before this request was computed "
+            f"(drain_timeout_s {self.config.drain_timeout_s:g})",
+        )
         return True
 
     def _describe(self) -> Dict[str, Any]:
         b, a = self.config.batching, self.config.admission
-        return {
+        info = {
             "protocol": PROTOCOL_VERSION,
             "models": self._registry.describe(),
             "device": self.config.device,
@@ -445,111 +539,47 @@ class CloudServer:
             "max_queue_delay_ms": b.max_queue_delay_ms,
             "max_inflight_per_client": a.max_inflight_per_client,
             "rate_per_client": a.rate_per_client,
+            "decode_workers": self._pool.workers if self._pool is not None else 0,
             "calibrations": {
                 cal.id: {"spec": cal.spec, "hash": cal.hash[:16], **_calibration_scope(cal)}
                 for cal in self._calibrations.values()
             },
         }
+        if self._precision_check:
+            info["precision_check"] = self._precision_check
+        return info
 
     def _stats(self) -> Dict[str, Any]:
         return {
             **self.stats.snapshot(),
             "queued": self._admission.queued,
             "queued_bytes": self._admission.queued_bytes,
+            "batches_in_progress": len(self._batches),
             "reply_cache_entries": len(self._replies),
             "reply_cache_bytes": self._replies.bytes,
             "log_lines_suppressed": self._rejections.total_suppressed,
+            **(self._pool.describe() if self._pool is not None else {}),
         }
 
-    # -- worker threads -----------------------------------------------------------------------
+    # -- tail threads -------------------------------------------------------------------------
 
     def _worker(self) -> None:
         while True:
-            task: Optional[Tuple[int, List[_Job]]] = self._work.get()
-            if task is None:
+            batch: Optional[Batch] = self._tail_queue.get()
+            if batch is None:
                 return
-            batch_id, jobs = task
             try:
-                replies = self._compute(jobs)
+                replies = compute(batch, self._executor, self._calibrations, self.stats)
             except Exception as exc:  # a bug or a device failure: answer, log, keep serving
-                log.exception("event=batch_failed size=%d", len(jobs))
+                log.exception("event=batch_failed size=%d", len(batch.jobs))
                 replies = [
                     Reply.error(job.request.id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-                    for job in jobs
+                    for job in batch.jobs
                 ]
-            self._results.put((batch_id, replies))
+            self._results.put((batch.id, replies))
             self._front.wake()
-
-    def _compute(self, jobs: List[_Job]) -> List[Reply]:
-        start = time.perf_counter()
-        entry = jobs[0].entry
-        features, failures, decode_ms = decode_batch(
-            [job.payload for job in jobs], entry.shape, self._calibrations
-        )
-        replies: List[Optional[Reply]] = [
-            None if failure is None else Reply.error(job.request.id, *failure)
-            for job, failure in zip(jobs, failures)
-        ]
-        good = [i for i, failure in enumerate(failures) if failure is None]
-        if not good:
-            return replies  # type: ignore[return-value]
-        t0 = time.perf_counter()
-        logits = self._executor.run(entry, features)
-        tail_ms = (time.perf_counter() - t0) * 1000.0
-        self.stats.record_batch(len(good))
-        top_k = [jobs[i].request.top_k for i in good]
-        indices, scores = top_k_softmax(logits, max(top_k))
-        done = time.perf_counter()
-        for row, i in enumerate(good):
-            job = jobs[i]
-            k = top_k[row]
-            idx = indices[row, :k]
-            reply = Reply(
-                id=job.request.id,
-                indices=idx.tolist(),
-                labels=[entry.labels[j] if j < len(entry.labels) else str(j) for j in idx],
-                scores=[round(float(s), 6) for s in scores[row, :k]],
-                timings={
-                    "queue_ms": round((start - job.received) * 1000.0, 3),
-                    "decode_ms": round(decode_ms[i], 3),
-                    "tail_ms": round(tail_ms, 3),
-                    "batch_size": len(good),
-                    "server_ms": round((done - job.received) * 1000.0, 3),
-                },
-            )
-            if job.request.output == "tensor":
-                reply.tensor = logits[row]
-            replies[i] = reply
-        return replies  # type: ignore[return-value]
-
-
-def top_k_softmax(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Indices and softmax probabilities of the ``k`` best classes of each row, best first."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    k = min(k, probs.shape[1])
-    if k < probs.shape[1]:
-        part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(k), (len(probs), k))
-    part_probs = np.take_along_axis(probs, part, axis=1)
-    order = np.argsort(-part_probs, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_probs, order, axis=1)
 
 
 def _calibration_scope(calibration: Any) -> Dict[str, Any]:
     meta = calibration.meta
     return {key: meta[key] for key in ("model", "cut", "weights") if key in meta}
-
-
-def _load_calibrations(paths: List[str], presets: bool) -> Dict[str, Any]:
-    """The shipped presets (if ``presets``) plus the given files (these win on equal ids)."""
-    from edgecloud.codec import CodecCalibration
-    from edgecloud.presets import preset_calibrations
-
-    calibrations = dict(preset_calibrations()) if presets else {}
-    for path in paths:
-        calibration = CodecCalibration.load(path)
-        calibrations[calibration.id] = calibration
-    return calibrations

@@ -41,6 +41,7 @@ class TailRegistry:
         self.device = resolve_device(device)
         self._entries: Dict[Tuple[str, str], TailEntry] = {}
         self._models: Dict[str, List[str]] = {}
+        self._specs: Dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, models: Sequence[ModelConfig], device: str = "cpu") -> TailRegistry:
@@ -71,6 +72,7 @@ class TailRegistry:
         )
         self._entries[(spec.name, cut)] = entry
         self._models.setdefault(spec.name, []).append(cut)
+        self._specs[spec.name] = spec
         log.info(
             "event=tail_loaded model=%s cut=%s shape=%s weights_id=%s device=%s",
             spec.name,
@@ -95,6 +97,10 @@ class TailRegistry:
                 f"cut {cut!r} of {model!r} is not served (served: {self._models[model]})",
             )
         return entry
+
+    def spec(self, model: str) -> Any:
+        """The ``ModelSpec`` a served model was loaded from."""
+        return self._specs[model]
 
     def entries(self) -> List[TailEntry]:
         return list(self._entries.values())

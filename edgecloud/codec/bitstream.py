@@ -104,29 +104,40 @@ def pack(header: BitstreamHeader, payload: bytes) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+    """Reads fields off a memoryview (no copies until a field is taken as bytes)."""
 
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
+    def __init__(self, data: memoryview) -> None:
+        self.data, self.pos, self.size = data, 0, len(data)
+
+    def _need(self, n: int, what: str) -> None:
+        if self.pos + n > self.size:
             raise BitstreamError(
                 f"truncated bitstream: {what} needs {n} bytes at offset {self.pos}, "
-                f"only {len(self.data) - self.pos} left"
+                f"only {self.size - self.pos} left"
             )
+
+    def take(self, n: int, what: str) -> memoryview:
+        self._need(n, what)
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
-    def unpack(self, fmt: str, what: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+    def unpack(self, fmt: struct.Struct, what: str) -> Tuple[Any, ...]:
+        self._need(fmt.size, what)
+        out = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return out
 
     def text(self, what: str) -> str:
-        (n,) = self.unpack("<B", what)
+        (n,) = self.unpack(_U8, what)
         raw = self.take(n, what)
         try:
-            return raw.decode("ascii")
+            return str(raw, "ascii")
         except UnicodeDecodeError as exc:
             raise BitstreamError(f"corrupted bitstream: {what} is not ASCII") from exc
+
+
+_U8, _U16, _U32, _U32X2 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<II"))
 
 
 def unpack(
@@ -140,14 +151,22 @@ def unpack(
     The declared shape must have 1..4 non-zero dimensions and at most ``max_elements``
     elements; with ``shape`` it must equal ``shape`` or ``(1, *shape)``.
     """
+    header, payload = _parse(data, max_elements, shape, verify_crc=True, arrays=True)
+    return header, bytes(payload)
+
+
+def _parse(
+    data: Any, max_elements: int, shape: Optional[Sequence[int]], verify_crc: bool, arrays: bool
+) -> Tuple[BitstreamHeader, memoryview]:
+    """Parse ``data``; ``arrays=False`` leaves ``lo``, ``hi`` and ``keep`` None (skipped)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"bitstream must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    r = _Reader(data)
-    magic = r.take(len(MAGIC), "magic")
+    view = memoryview(data).cast("B")
+    r = _Reader(view)
+    magic = bytes(r.take(len(MAGIC), "magic"))
     if magic != MAGIC:
         raise BitstreamError(f"not an edgecloud feature bitstream (magic {magic!r})")
-    (version,) = r.unpack("<B", "version")
+    (version,) = r.unpack(_U8, "version")
     if version not in READABLE_VERSIONS:
         raise BitstreamError(
             f"unsupported bitstream format version {version} (this build reads "
@@ -155,34 +174,34 @@ def unpack(
         )
     spec = r.text("codec spec")
     dtype = r.text("dtype")
-    (ndim,) = r.unpack("<B", "shape")
+    (ndim,) = r.unpack(_U8, "shape")
     if not 1 <= ndim <= MAX_NDIM:
         raise BitstreamError(f"bitstream declares a {ndim}-dimensional tensor (1..{MAX_NDIM})")
-    declared = tuple(int(v) for v in r.unpack(f"<{ndim}I", "shape"))
+    declared = r.unpack(struct.Struct(f"<{ndim}I"), "shape")
     check_shape(declared, max_elements=max_elements, shape=shape)
     calibration_id = r.text("calibration id")
     calibration_hash = r.take(HASH_BYTES, "calibration hash").hex() if calibration_id else ""
-    (nranges,) = r.unpack("<H", "clip ranges")
-    lo = hi = None
-    if nranges:
-        lo = np.frombuffer(r.take(4 * nranges, "clip ranges"), dtype="<f4").astype(np.float32)
-        hi = np.frombuffer(r.take(4 * nranges, "clip ranges"), dtype="<f4").astype(np.float32)
-    (nmask,) = r.unpack("<H", "channel mask")
-    keep = None
-    if nmask:
-        bits = np.unpackbits(np.frombuffer(r.take((nmask + 7) // 8, "channel mask"), np.uint8))
-        keep = bits[:nmask].astype(bool)
+    (nranges,) = r.unpack(_U16, "clip ranges")
+    lo = hi = keep = None
+    ranges = r.take(8 * nranges, "clip ranges")
+    if nranges and arrays:
+        lo = np.frombuffer(ranges[: 4 * nranges], dtype="<f4").astype(np.float32)
+        hi = np.frombuffer(ranges[4 * nranges :], dtype="<f4").astype(np.float32)
+    (nmask,) = r.unpack(_U16, "channel mask")
+    mask = r.take((nmask + 7) // 8, "channel mask")
+    if nmask and arrays:
+        keep = np.unpackbits(np.frombuffer(mask, np.uint8))[:nmask].astype(bool)
     stream_id, frame_index, reference_index = "", 0, NO_REFERENCE
     if version >= 2:
         stream_id = r.text("stream id")
         if stream_id:
-            frame_index, reference_index = r.unpack("<II", "stream frame")
-    (payload_size,) = r.unpack("<I", "payload length")
+            frame_index, reference_index = r.unpack(_U32X2, "stream frame")
+    (payload_size,) = r.unpack(_U32, "payload length")
     payload = r.take(payload_size, "payload")
-    (crc,) = r.unpack("<I", "crc32")
-    if r.pos != len(data):
-        raise BitstreamError(f"corrupted bitstream: {len(data) - r.pos} trailing bytes")
-    if zlib.crc32(data[: r.pos - 4]) != crc:
+    (crc,) = r.unpack(_U32, "crc32")
+    if r.pos != r.size:
+        raise BitstreamError(f"corrupted bitstream: {r.size - r.pos} trailing bytes")
+    if verify_crc and zlib.crc32(view[: r.pos - 4]) != crc:
         raise BitstreamError("corrupted bitstream: CRC32 mismatch")
     header = BitstreamHeader(
         version=version,
@@ -198,7 +217,7 @@ def unpack(
         frame_index=frame_index,
         reference_index=reference_index,
         payload_size=payload_size,
-        total_size=len(data),
+        total_size=r.size,
     )
     return header, payload
 
@@ -228,7 +247,16 @@ def check_shape(
         )
 
 
-def peek_header(data: bytes, **bounds: Any) -> BitstreamHeader:
-    """The verified header of a bitstream, without decoding the payload (``bounds``: see
-    :func:`unpack`)."""
-    return unpack(data, **bounds)[0]
+def peek_header(
+    data: bytes,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    shape: Optional[Sequence[int]] = None,
+    verify_crc: bool = True,
+    arrays: bool = True,
+) -> BitstreamHeader:
+    """The header of a bitstream, without copying or decoding the payload (bounds: see
+    :func:`unpack`). For a cheap check on arrival, when the stream is verified again where
+    it is decoded: ``verify_crc=False`` skips the CRC over the whole stream, ``arrays=False``
+    leaves the clip ranges and channel mask unread (None)."""
+    return _parse(data, max_elements, shape, verify_crc, arrays)[0]

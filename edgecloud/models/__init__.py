@@ -1,19 +1,29 @@
 """Model registry: ``load_model(name, weights=None) -> ModelSpec``; one ``ModelRecord`` per
-model (``@register_model``) with its default cut and recommended codecs."""
+model (``@register_model``) with its default cut and recommended codecs.
+
+Imported lazily: the records and constants (``edgecloud.models.record``) do not load torch.
+"""
 
 from __future__ import annotations
 
-from edgecloud.models.preprocessing import Preprocessing
-from edgecloud.models.record import ModelRecord, list_models, model_record, register_model
-from edgecloud.models.registry import ModelSpec, describe_models, load_model
+import importlib
+from typing import Any
 
-__all__ = [
-    "ModelRecord",
-    "ModelSpec",
-    "Preprocessing",
-    "describe_models",
-    "list_models",
-    "load_model",
-    "model_record",
-    "register_model",
-]
+_EXPORTS = {
+    "ModelRecord": "edgecloud.models.record",
+    "list_models": "edgecloud.models.record",
+    "model_record": "edgecloud.models.record",
+    "register_model": "edgecloud.models.record",
+    "Preprocessing": "edgecloud.models.preprocessing",
+    "ModelSpec": "edgecloud.models.registry",
+    "describe_models": "edgecloud.models.registry",
+    "load_model": "edgecloud.models.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'edgecloud.models' has no attribute {name!r}")

@@ -5,14 +5,20 @@ presets read their defaults from here."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgecloud.errors import UnknownModelError
-from edgecloud.models.preprocessing import Preprocessing
+
+if TYPE_CHECKING:  # the records themselves do not need torch
+    import torch
+
+    from edgecloud.models.preprocessing import Preprocessing
+
+#: modules whose @register_model decorators fill the registry (imported on first use)
+ARCHITECTURE_MODULES = ("edgecloud.models.efficientnet_lite", "edgecloud.models.torchvision_models")
 
 #: the model every command uses when none is given
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -56,10 +62,10 @@ def register_model(
     default_cut: Optional[str] = None,
     served_cuts: Tuple[str, ...] = (),
     codecs: Optional[Mapping[str, str]] = None,
-) -> Callable[[Callable[[], torch.nn.Module]], Callable[[], torch.nn.Module]]:
+) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Decorator for a function that builds the (untrained) architecture of ``name``."""
 
-    def register(build: Callable[[], torch.nn.Module]) -> Callable[[], torch.nn.Module]:
+    def register(build: Callable[[], Any]) -> Callable[[], Any]:
         if name in _RECORDS:
             raise ValueError(f"model {name!r} is registered twice")
         _RECORDS[name] = ModelRecord(
@@ -77,9 +83,15 @@ def register_model(
     return register
 
 
+def _registered() -> Dict[str, ModelRecord]:
+    for module in ARCHITECTURE_MODULES:
+        importlib.import_module(module)
+    return _RECORDS
+
+
 def model_record(name: str) -> ModelRecord:
     """The record of a registered model; :class:`UnknownModelError` lists the known ones."""
-    record = _RECORDS.get(name)
+    record = _registered().get(name)
     if record is None:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return record
@@ -87,7 +99,7 @@ def model_record(name: str) -> ModelRecord:
 
 def list_models() -> List[str]:
     """Names accepted by ``load_model`` and ``--model``."""
-    return sorted(_RECORDS)
+    return sorted(_registered())
 
 
 def all_records() -> List[ModelRecord]:

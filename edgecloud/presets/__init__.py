@@ -10,20 +10,24 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from edgecloud.codec import CodecCalibration, load_calibrations, parse_spec
-from edgecloud.models.record import all_records
 
 PRESET_DIR = Path(__file__).resolve().parent
-#: (model, cut, codec spec) of every preset that make_presets.py fits: the calibrated codecs
-#: the model records recommend
-PRESETS = tuple(
-    (record.name, cut, codec)
-    for record in all_records()
-    for cut, codec in record.codecs.items()
-    if parse_spec(codec).needs_calibration
-)
+
+
+def expected_presets() -> Tuple[Tuple[str, str, str], ...]:
+    """(model, cut, codec spec) of every preset make_presets.py fits: the calibrated codecs
+    the model records recommend (imports the model definitions)."""
+    from edgecloud.models.record import all_records
+
+    return tuple(
+        (record.name, cut, codec)
+        for record in all_records()
+        for cut, codec in record.codecs.items()
+        if parse_spec(codec).needs_calibration
+    )
 
 
 @lru_cache(maxsize=1)

@@ -115,9 +115,13 @@ def bound_endpoint(sock: zmq.Socket) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_SNDMORE = int(zmq.SNDMORE)
+
+
 def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
     """Multipart send; large frames go zero-copy."""
+    flags = int(flags)  # pyzmq's flags are enums: combining them costs more than the send
+    more = flags | _SNDMORE
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        more = zmq.SNDMORE if i < last else 0
-        sock.send(frame, flags | more, copy=len(frame) < ZERO_COPY_BYTES)
+        sock.send(frame, more if i < last else flags, copy=len(frame) < ZERO_COPY_BYTES)

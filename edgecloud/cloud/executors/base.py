@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
@@ -22,3 +22,13 @@ class TailExecutor(abc.ABC):
     def describe(self) -> Dict[str, Any]:
         """What ``ping`` reports about the executor."""
         return {"executor": self.name}
+
+    def pin(self, buffers: Sequence[np.ndarray]) -> None:
+        """Host arrays the features will be read from (the decode pool's shared-memory
+        slots), for the lifetime of the executor: an accelerator may page-lock them so
+        that copies to it are asynchronous DMA. Default: nothing to do."""
+        return None
+
+    def close(self) -> None:
+        """Release what :meth:`pin` took."""
+        return None
