@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgecloud.codec import bitstream, coders, quantizer, repack
+from edgecloud.codec import bitstream, coders, quantizer, repack, video
 from edgecloud.codec.arrays import to_float32, to_ncs, working_view
 from edgecloud.codec.calibration import CodecCalibration
 from edgecloud.codec.spec import CodecSpec, parse_spec
@@ -100,6 +100,10 @@ class FeatureCodec:
         if spec.image_coder:
             frame = repack.to_frame(sym, h, w, tiled=spec.repack == "ct")
             return coders.encode_image(spec.coder, spec.quality, frame, spec.bits)
+        if spec.video_coder:
+            frames = repack.to_video_frames(sym, h, w, tiled=spec.repack == "ct")
+            coder = video.video_coder(spec.coder)
+            return video.encode(coder, spec.rate, spec.preset, frames, spec.bits)
         if spec.repack == "ct":
             sym = repack.to_frame(sym, h, w, tiled=True)
         return coders.encode_bytes(spec.coder, coders.pack_bits(sym, spec.bits))
@@ -233,6 +237,10 @@ def _decode_symbols(
         sym = coders.crans_decode(payload, order, cal.cdfs, cal.mode, (n, k, h, w), spec.bits)
         return sym.reshape(n, k, h * w)
     tiled = spec.repack == "ct"
+    if spec.video_coder:
+        count, fh, fw = repack.video_frames_shape(n, k, h, w, tiled)
+        frames = video.decode(video.video_coder(spec.coder), payload, count, fh, fw, spec.bits)
+        return repack.from_video_frames(frames, n, k, h, w, tiled)
     if spec.image_coder:
         shape = repack.frame_shape(n, k, h, w, tiled)
         frame = coders.decode_image(spec.coder, spec.quality, payload, shape, spec.bits)

@@ -69,3 +69,29 @@ def frame_shape(n: int, c: int, height: int, width: int, tiled: bool) -> Tuple[i
         return n * c * height, width
     rows, cols = tile_grid(c)
     return n * rows * height, cols * width
+
+
+def to_video_frames(sym: np.ndarray, height: int, width: int, tiled: bool) -> np.ndarray:
+    """Symbols (N, C, H*W) -> the frames of a video: one tiled frame per image (CT), or one
+    frame per channel, images one after the other (NCC/CCD)."""
+    n, c = sym.shape[:2]
+    if not tiled:
+        return sym.reshape(n * c, height, width)
+    return np.stack([to_frame(sym[i : i + 1], height, width, tiled=True) for i in range(n)])
+
+
+def video_frames_shape(
+    n: int, c: int, height: int, width: int, tiled: bool
+) -> Tuple[int, int, int]:
+    if not tiled:
+        return n * c, height, width
+    return (n, *frame_shape(1, c, height, width, tiled=True))
+
+
+def from_video_frames(frames: np.ndarray, n: int, c: int, height: int, width: int, tiled: bool):
+    """Inverse of :func:`to_video_frames` -> symbols (N, C, H*W)."""
+    if not tiled:
+        return frames.reshape(n, c, height * width)
+    return np.concatenate(
+        [from_frame(frames[i], 1, c, height, width, tiled=True) for i in range(n)]
+    )

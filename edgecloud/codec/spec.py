@@ -5,11 +5,14 @@ Grammar (tokens separated by ``-``)::
     raw                                   float32 bytes, no compression
     f16-CODER | f32-CODER                 float cast + lossless byte coder
     qBITS-REPACK-CODER[-CLIP][-SCOPE]     quantize, repack, encode
+    qBITS-REPACK-VIDEO[-RATE][-PRESET][-CLIP][-SCOPE]   ... with a video coder
     jpeg-input-qNN                        pseudo-codec: send the 224x224 crop as JPEG
 
 BITS 1..16; REPACK ``ncc`` | ``ccd`` | ``ct``; CODER ``none`` | ``zlib`` | ``zstd`` | ``lz4`` |
 ``rans`` (per-channel tables) | ``crans`` (context-adaptive tables) | ``png`` |
 ``webp`` (lossless) | ``webpNN`` (lossy, quality NN) | ``jpegNN``;
+VIDEO ``hevc`` | ``h264`` (RATE ``qpNN``) | ``av1`` | ``vp9`` (RATE ``crfNN``) | ``ffv1``
+(lossless), PRESET ``ultrafast`` .. ``veryslow`` (see :mod:`edgecloud.codec.video`);
 CLIP ``msg`` (min/max of each message) | ``minmax`` | ``pNN[.N]`` (percentile) | ``mse`` |
 ``sX`` (step X standard deviations, levels centred on the calibration mean);
 SCOPE ``pt`` (per tensor) | ``pc`` (per channel).
@@ -22,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from edgecloud.codec.video import DEFAULT_PRESET, PRESETS, VIDEO_CODERS, check_rate
 from edgecloud.errors import CodecSpecError
 
 BYTE_CODERS = ("none", "zlib", "zstd", "lz4")
@@ -31,7 +35,10 @@ SCOPES = ("pt", "pc")
 RANS_MAX_BITS = 12
 IMAGE_8BIT_CODERS = ("webp", "jpeg")
 
-_CODER_RE = re.compile(r"^(none|zlib|zstd|lz4|rans|crans|png|webp|webp\d{1,3}|jpeg\d{1,3})$")
+_CODER_RE = re.compile(
+    r"^(none|zlib|zstd|lz4|rans|crans|png|webp|webp\d{1,3}|jpeg\d{1,3}|hevc|h264|av1|vp9|ffv1)$"
+)
+_RATE_RE = re.compile(r"^(qp|crf)\d{1,2}$")
 _PERCENTILE_RE = re.compile(r"^p(\d{2}(?:\.\d+)?)$")
 _STEP_RE = re.compile(r"^s(\d{1,2}(?:\.\d+)?)$")
 _JPEG_INPUT_RE = re.compile(r"^jpeg-input-q(\d{1,3})$")
@@ -49,6 +56,8 @@ class CodecSpec:
     quality: Optional[int] = None  # lossy image coders and jpeg-input
     clip: str = "msg"  # msg | minmax | pNN.N | mse
     scope: str = "pt"  # pt | pc
+    rate: Optional[str] = None  # lossy video coders: qpNN | crfNN
+    preset: Optional[str] = None  # video coders but ffv1: encoder speed preset
 
     @property
     def canonical(self) -> str:
@@ -60,7 +69,8 @@ class CodecSpec:
         if self.kind == "image-input":
             return f"jpeg-input-q{self.quality}"
         coder = self.coder if self.quality is None else f"{self.coder}{self.quality}"
-        return f"q{self.bits}-{self.repack}-{coder}-{self.clip}-{self.scope}"
+        video = "".join(f"-{t}" for t in (self.rate, self.preset) if t)
+        return f"q{self.bits}-{self.repack}-{coder}{video}-{self.clip}-{self.scope}"
 
     @property
     def lossless(self) -> bool:
@@ -86,6 +96,10 @@ class CodecSpec:
     @property
     def image_coder(self) -> bool:
         return self.coder in ("png", "webp", "jpeg")
+
+    @property
+    def video_coder(self) -> bool:
+        return self.coder in VIDEO_CODERS
 
 
 def _quality(text: str, spec: str) -> int:
@@ -124,7 +138,7 @@ def parse_spec(spec: str) -> CodecSpec:
     bits = int(head[1:])
     if not 1 <= bits <= 16:
         raise CodecSpecError(f"codec spec {spec!r}: bit depth {bits} is not in 1..16")
-    if len(parts) < 3 or len(parts) > 5:
+    if len(parts) < 3 or len(parts) > 7:
         raise CodecSpecError(f"codec spec {spec!r}: expected qBITS-REPACK-CODER[-CLIP][-SCOPE]")
     repack, coder_text = parts[1], parts[2]
     if repack not in REPACKS:
@@ -132,15 +146,16 @@ def parse_spec(spec: str) -> CodecSpec:
     if not _CODER_RE.match(coder_text):
         raise CodecSpecError(
             f"codec spec {spec!r}: unknown coder {coder_text!r} (none, zlib, zstd, lz4, rans, "
-            "crans, png, webp, webpNN, jpegNN)"
+            "crans, png, webp, webpNN, jpegNN, hevc, h264, av1, vp9, ffv1)"
         )
     lossy = re.match(r"^(webp|jpeg)(\d+)$", coder_text)
     coder = lossy.group(1) if lossy else coder_text
     quality = _quality(lossy.group(2), spec) if lossy else None
     if coder == "jpeg" and quality is None:
         raise CodecSpecError(f"codec spec {spec!r}: jpeg needs a quality, e.g. jpeg90")
+    rate, preset, extras = _video_options(coder, parts[3:], spec)
     clip, scope = None, None
-    for extra in parts[3:]:
+    for extra in extras:
         if extra in SCOPES and scope is None:
             scope = extra
         elif (
@@ -174,6 +189,10 @@ def parse_spec(spec: str) -> CodecSpec:
         raise CodecSpecError(f"codec spec {spec!r}: {coder} supports at most {RANS_MAX_BITS} bits")
     if coder in IMAGE_8BIT_CODERS and bits > 8:
         raise CodecSpecError(f"codec spec {spec!r}: {coder} supports at most 8 bits")
+    if coder in VIDEO_CODERS and bits > VIDEO_CODERS[coder].max_bits:
+        raise CodecSpecError(
+            f"codec spec {spec!r}: {coder} supports at most {VIDEO_CODERS[coder].max_bits} bits"
+        )
     return CodecSpec(
         kind="quant",
         bits=bits,
@@ -182,4 +201,25 @@ def parse_spec(spec: str) -> CodecSpec:
         quality=quality,
         clip=clip,
         scope=scope,
+        rate=rate,
+        preset=preset,
     )
+
+
+def _video_options(coder: str, extras: list, spec: str):
+    """(rate, preset, the remaining tokens) of a video coder's spec; defaults filled in."""
+    video = VIDEO_CODERS.get(coder)
+    if video is None:
+        return None, None, extras
+    rate = preset = None
+    rest = list(extras)
+    if rest and _RATE_RE.match(rest[0]):
+        rate = rest.pop(0)
+        check_rate(video, rate, spec)
+    if rest and rest[0] in PRESETS:
+        preset = rest.pop(0)
+        if video.lossless:
+            raise CodecSpecError(f"codec spec {spec!r}: {coder} takes no speed preset")
+    if video.lossless:
+        return None, None, rest
+    return rate or f"{video.rate}{video.default_rate}", preset or DEFAULT_PRESET, rest
