@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,7 +67,22 @@ class FeatureCodec:
         return self._encode_quant(arr, header)
 
     def _encode_quant(self, arr: np.ndarray, header: bitstream.BitstreamHeader) -> bytes:
+        q = self.quantize(arr, header)
+        payload = b"" if q.symbols is None else self._encode_symbols(q.symbols, q.order, q.h, q.w)
+        return bitstream.pack(q.header, payload)
+
+    def quantize(
+        self, feature: Any, header: Optional[bitstream.BitstreamHeader] = None
+    ) -> Quantized:
+        """The quantize and repack stages of a ``q*`` spec: the symbols of the transmitted
+        channels and the header that describes them (ranges, mask, calibration), before any
+        coder (for stream coding, :mod:`edgecloud.codec.stream`)."""
         spec, cal = self.spec, self.calibration
+        arr = to_float32(feature)
+        if header is None:
+            header = bitstream.BitstreamHeader(
+                version=bitstream.FORMAT_VERSION, spec=spec.canonical, dtype=DTYPE, shape=arr.shape
+            )
         x = to_ncs(arr)
         n, c, h, w = working_view(arr.shape)
         if cal is not None:
@@ -85,8 +101,7 @@ class FeatureCodec:
         permutation = cal.permutation if cal is not None else np.arange(c)
         order = repack.channel_order(permutation, keep)
         sym = quantizer.quantize(x, lo, hi, spec.bits)[:, order] if len(order) else None
-        payload = b"" if sym is None else self._encode_symbols(sym, order, h, w)
-        return bitstream.pack(_replace(header, **fields), payload)
+        return Quantized(_replace(header, **fields), sym, order, h, w)
 
     def _encode_symbols(self, sym: np.ndarray, order: np.ndarray, h: int, w: int) -> bytes:
         spec = self.spec
@@ -112,6 +127,18 @@ class FeatureCodec:
         """Bitstream -> float32 array of the encoded shape; raises BitstreamError."""
         cals = {self.calibration.id: self.calibration} if self.calibration else None
         return decode_bitstream(data, cals)
+
+
+@dataclass
+class Quantized:
+    """A feature after quantize and repack: ``symbols`` (N, K, H*W) of the K transmitted
+    channels in transmission ``order`` (None if no channel is sent), and its header."""
+
+    header: bitstream.BitstreamHeader
+    symbols: Optional[np.ndarray]
+    order: np.ndarray
+    h: int
+    w: int
 
 
 def _replace(header: bitstream.BitstreamHeader, **fields: Any) -> bitstream.BitstreamHeader:
@@ -152,7 +179,18 @@ def decode_bitstream(
         dtype = "<f2" if spec.float_bits == 16 else "<f4"
         size = header.elements * np.dtype(dtype).itemsize
         return _frombuffer(coders.decode_bytes(spec.coder, payload, size), dtype, header.shape)
-    return _decode_quant(header, payload, spec, _find_calibration(header, spec, calibrations))
+    if header.reference_index != bitstream.NO_REFERENCE:
+        raise BitstreamError(
+            f"frame {header.frame_index} of stream {header.stream_id!r} is coded against frame "
+            f"{header.reference_index}: decode it with a StreamDecoder that holds that frame"
+        )
+    cal = _find_calibration(header, spec, calibrations)
+    return dequantize(
+        header,
+        spec,
+        cal,
+        lambda order, n, h, w: _decode_symbols(payload, spec, cal, order, n, h, w),
+    )
 
 
 def _frombuffer(raw: bytes, dtype: str, shape: Tuple[int, ...]) -> np.ndarray:
@@ -185,12 +223,14 @@ def _find_calibration(
     return cal
 
 
-def _decode_quant(
+def dequantize(
     header: bitstream.BitstreamHeader,
-    payload: bytes,
     spec: CodecSpec,
     cal: Optional[CodecCalibration],
+    symbols: Callable[[np.ndarray, int, int, int], np.ndarray],
 ) -> np.ndarray:
+    """The feature of a ``q*`` stream from its header and ``symbols(order, n, h, w)``, which
+    gives the (N, K, H*W) symbols of the transmitted channels (checked here)."""
     n, c, h, w = working_view(header.shape)
     if header.keep is not None and header.keep.size != c:
         raise BitstreamError(f"bitstream channel mask does not match {c} channels")
@@ -212,11 +252,13 @@ def _decode_quant(
     out = np.empty((n, c, h * w), dtype=np.float32)
     out[:] = np.asarray(fill, dtype=np.float32)[None, :, None]
     if len(order):
-        sym = _decode_symbols(payload, spec, cal, order, n, h, w)
+        sym = symbols(order, n, h, w)
+        if sym.shape != (n, len(order), h * w):
+            raise BitstreamError(f"symbols of shape {sym.shape}, expected {(n, len(order), h * w)}")
         lo_k = lo[order] if lo.size > 1 else lo
         hi_k = hi[order] if hi.size > 1 else hi
         out[:, order] = quantizer.dequantize(sym, lo_k, hi_k, spec.bits)
-    elif payload:
+    elif header.payload_size:
         raise BitstreamError("bitstream has a payload but transmits no channel")
     return out.reshape(header.shape)
 

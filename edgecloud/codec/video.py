@@ -23,7 +23,7 @@ import fractions
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -157,34 +157,108 @@ def _to_symbols(pixels: np.ndarray, bits: int, depth: int, lossless: bool) -> np
 def encode(
     coder: VideoCoder, rate: Optional[str], preset: Optional[str], frames: np.ndarray, bits: int
 ) -> bytes:
-    """Symbol frames (F, H, W) of ``bits`` bits -> payload."""
-    av = _av()
-    depth = coder.depth(bits)
-    fmt = coder.formats[depth]
-    count, height, width = frames.shape
-    ph, pw = padded_size(height, width)
-    pixels = _to_pixels(frames, bits, depth)
-    pixels = np.pad(pixels, ((0, 0), (0, ph - height), (0, pw - width)), mode="edge")
-    ctx = av.CodecContext.create(coder.encoder, "w")
-    ctx.width, ctx.height, ctx.pix_fmt = pw, ph, fmt
-    ctx.time_base = fractions.Fraction(1, 25)
-    ctx.framerate = fractions.Fraction(25, 1)
-    ctx.gop_size = max(1, count)  # one intra frame, the rest predicted
-    ctx.options = _encoder_options(coder, rate, preset or DEFAULT_PRESET)
-    packets: List[bytes] = []
-    try:
-        for i in range(count):
-            frame = _video_frame(av, pixels[i], fmt, depth)
-            frame.pts = i
-            packets += [bytes(p) for p in ctx.encode(frame)]
-        packets += [bytes(p) for p in ctx.encode(None)]
-        extradata = bytes(ctx.extradata or b"")
-    except av.FFmpegError as exc:
-        raise CodecSpecError(f"{coder.encoder} cannot encode these frames: {exc}") from exc
-    parts = [struct.pack("<I", len(extradata)), extradata, struct.pack("<I", len(packets))]
-    for packet in packets:
-        parts += [struct.pack("<I", len(packet)), packet]
-    return b"".join(parts)
+    """Symbol frames (F, H, W) of ``bits`` bits -> payload (one intra frame, the rest
+    predicted from it)."""
+    encoder = _Encoder(coder, rate, preset, bits, frames.shape[1:], gop=max(1, len(frames)))
+    return encoder.payload(encoder.encode(frames) + encoder.flush())
+
+
+class _Encoder:
+    """An FFmpeg encoder context for symbol frames of one size."""
+
+    def __init__(
+        self,
+        coder: VideoCoder,
+        rate: Optional[str],
+        preset: Optional[str],
+        bits: int,
+        size: Tuple[int, int],
+        gop: int,
+        low_delay: bool = False,
+    ) -> None:
+        self.av = _av()
+        self.coder, self.bits, self.size = coder, bits, tuple(size)
+        self.depth = coder.depth(bits)
+        self.fmt = coder.formats[self.depth]
+        ph, pw = padded_size(*self.size)
+        ctx = self.av.CodecContext.create(coder.encoder, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = pw, ph, self.fmt
+        ctx.time_base = fractions.Fraction(1, 25)
+        ctx.framerate = fractions.Fraction(25, 1)
+        ctx.gop_size = gop
+        ctx.max_b_frames = 0
+        options = _encoder_options(coder, rate, preset or DEFAULT_PRESET)
+        if low_delay:
+            options.update(_LOW_DELAY.get(coder.name, {}))
+        ctx.options = options
+        self.ctx, self.pts, self.sent_header = ctx, 0, False
+
+    def encode(self, frames: np.ndarray) -> List[bytes]:
+        if tuple(frames.shape[1:]) != self.size:
+            raise CodecSpecError(f"frames of {frames.shape[1:]}, this video is {self.size}")
+        height, width = self.size
+        ph, pw = padded_size(height, width)
+        pixels = _to_pixels(frames, self.bits, self.depth)
+        pixels = np.pad(pixels, ((0, 0), (0, ph - height), (0, pw - width)), mode="edge")
+        packets: List[bytes] = []
+        try:
+            for plane in pixels:
+                frame = _video_frame(self.av, plane, self.fmt, self.depth)
+                frame.pts = self.pts
+                self.pts += 1
+                packets += [bytes(p) for p in self.ctx.encode(frame)]
+        except self.av.FFmpegError as exc:
+            raise CodecSpecError(f"{self.coder.encoder} cannot encode these frames: {exc}") from exc
+        return packets
+
+    def flush(self) -> List[bytes]:
+        return [bytes(p) for p in self.ctx.encode(None)]
+
+    def payload(self, packets: Sequence[bytes]) -> bytes:
+        """The payload of ``packets``, with the codec configuration in the first one."""
+        extradata = b"" if self.sent_header else bytes(self.ctx.extradata or b"")
+        self.sent_header = True
+        parts = [struct.pack("<I", len(extradata)), extradata, struct.pack("<I", len(packets))]
+        for packet in packets:
+            parts += [struct.pack("<I", len(packet)), packet]
+        return b"".join(parts)
+
+
+class LowDelayEncoder:
+    """One video of a stream, frame by frame: every ``encode`` returns the payload of the
+    frames given (P-frames after the first), with no frame held back."""
+
+    def __init__(self, coder: VideoCoder, rate: Optional[str], preset: Optional[str], bits: int):
+        self.coder, self.rate, self.preset, self.bits = coder, rate, preset, bits
+        self._encoder: Optional[_Encoder] = None
+
+    def encode(self, frames: np.ndarray) -> bytes:
+        if self._encoder is None:
+            self._encoder = _Encoder(
+                self.coder, self.rate, self.preset, self.bits, frames.shape[1:], 1 << 30, True
+            )
+        packets = self._encoder.encode(frames)
+        if len(packets) != len(frames):
+            raise CodecSpecError(
+                f"{self.coder.encoder} held frames back in low-delay mode "
+                f"({len(packets)} packets for {len(frames)} frames)"
+            )
+        return self._encoder.payload(packets)
+
+    def close(self) -> None:
+        """End the video (encoders such as SVT-AV1 want their end of stream)."""
+        if self._encoder is not None:
+            self._encoder.flush()
+            self._encoder = None
+
+
+#: options that make an encoder emit each frame's packet at once
+_LOW_DELAY: Dict[str, Dict[str, str]] = {
+    "h264": {"tune": "zerolatency"},
+    "hevc": {"tune": "zerolatency"},
+    "vp9": {"lag-in-frames": "0"},
+    "av1": {"svtav1-params": "pred-struct=1"},
+}
 
 
 def _encoder_options(coder: VideoCoder, rate: Optional[str], preset: str) -> Dict[str, str]:
@@ -227,36 +301,54 @@ def decode(
     coder: VideoCoder, payload: bytes, count: int, height: int, width: int, bits: int
 ) -> np.ndarray:
     """Payload -> symbol frames (count, height, width); BitstreamError on anything wrong."""
-    av = _av()
-    extradata, packets = _split(payload, count)
-    depth = coder.depth(bits)
-    ph, pw = padded_size(height, width)
-    ctx = _decoder(av, coder, (ph + CODED_MARGIN) * (pw + CODED_MARGIN))
-    ctx.width, ctx.height = pw, ph  # FFV1 needs them; the others read them from the stream
-    if extradata:
-        ctx.extradata = extradata
-    out = np.empty((count, height, width), dtype=np.uint8 if depth == 8 else np.uint16)
-    got = 0
-    try:
-        for packet in [*packets, None]:
-            for frame in ctx.decode(None if packet is None else av.Packet(packet)):
-                if got == count:
-                    raise BitstreamError(
-                        f"{coder.name} payload decodes to more than {count} frames"
-                    )
-                if (frame.height, frame.width) != (ph, pw):
-                    raise BitstreamError(
-                        f"{coder.name} frame is {frame.width}x{frame.height}, expected {pw}x{ph}"
-                    )
-                out[got] = _read_luma(frame, depth)[:height, :width]
-                got += 1
-    except BitstreamError:
-        raise
-    except (av.FFmpegError, ValueError, TypeError) as exc:
-        raise BitstreamError(f"{coder.name} payload cannot be decoded: {exc}") from exc
-    if got != count:
-        raise BitstreamError(f"{coder.name} payload decodes to {got} frames, expected {count}")
-    return _to_symbols(out, bits, depth, coder.lossless)
+    decoder = LowDelayDecoder(coder, bits)
+    return decoder.decode(payload, count, height, width, flush=True)
+
+
+class LowDelayDecoder:
+    """Decodes one video, payload after payload; each must give exactly its frames."""
+
+    def __init__(self, coder: VideoCoder, bits: int) -> None:
+        self.coder, self.bits = coder, bits
+        self.depth = coder.depth(bits)
+        self._ctx: Any = None
+        self._size: Optional[Tuple[int, int]] = None
+
+    def decode(
+        self, payload: bytes, count: int, height: int, width: int, flush: bool = False
+    ) -> np.ndarray:
+        av = _av()
+        extradata, packets = _split(payload, count)
+        ph, pw = padded_size(height, width)
+        if self._ctx is None:
+            self._ctx = _decoder(av, self.coder, (ph + CODED_MARGIN) * (pw + CODED_MARGIN))
+            self._ctx.width, self._ctx.height = pw, ph  # FFV1 needs them; others read the stream
+            if extradata:
+                self._ctx.extradata = extradata
+            self._size = (height, width)
+        elif self._size != (height, width) or extradata:
+            raise BitstreamError(f"{self.coder.name} frame size or configuration changed mid-video")
+        name = self.coder.name
+        out = np.empty((count, height, width), dtype=np.uint8 if self.depth == 8 else np.uint16)
+        got = 0
+        try:
+            for packet in [*packets, None] if flush else packets:
+                for frame in self._ctx.decode(None if packet is None else av.Packet(packet)):
+                    if got == count:
+                        raise BitstreamError(f"{name} payload decodes to more than {count} frames")
+                    if (frame.height, frame.width) != (ph, pw):
+                        raise BitstreamError(
+                            f"{name} frame is {frame.width}x{frame.height}, expected {pw}x{ph}"
+                        )
+                    out[got] = _read_luma(frame, self.depth)[:height, :width]
+                    got += 1
+        except BitstreamError:
+            raise
+        except (av.FFmpegError, ValueError, TypeError) as exc:
+            raise BitstreamError(f"{name} payload cannot be decoded: {exc}") from exc
+        if got != count:
+            raise BitstreamError(f"{name} payload decodes to {got} frames, expected {count}")
+        return _to_symbols(out, self.bits, self.depth, self.coder.lossless)
 
 
 def _decoder(av, coder: VideoCoder, max_pixels: int):
@@ -265,10 +357,14 @@ def _decoder(av, coder: VideoCoder, max_pixels: int):
             ctx = av.CodecContext.create(name, "r")
         except av.codec.codec.UnknownCodecError:
             continue
-        ctx.thread_count = 1  # one decode worker per core already
-        ctx.options = {"max_pixels": str(max_pixels)}  # a forged size is refused, not allocated
+        ctx.thread_count = 1  # one decode worker per core already; no frame delay
+        # a forged size is refused, not allocated
+        ctx.options = {"max_pixels": str(max_pixels), **_DECODER_OPTIONS.get(name, {})}
         return ctx
     raise BitstreamError(f"no {coder.name} decoder in this FFmpeg ({', '.join(coder.decoders)})")
+
+
+_DECODER_OPTIONS: Dict[str, Dict[str, str]] = {"libdav1d": {"max_frame_delay": "1"}}
 
 
 def _read_luma(frame, depth: int) -> np.ndarray:
