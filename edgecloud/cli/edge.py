@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from typing import Any, Dict, List
 
@@ -31,6 +33,7 @@ examples:
   edgecloud edge --connect tcp://10.0.0.2:5555 --data photos/ --cut blocks.3
   edgecloud edge --connect tcp://10.0.0.2:5555 --data clip.mp4 --jsonl results.jsonl
   edgecloud edge --connect tcp://10.0.0.2:5555 --data 0 --codec q8-ncc-zstd   # camera 0
+  edgecloud edge --data clip.mp4 --stream          # frames coded against the previous one
 
 On start the edge pings the daemon (--connect-timeout) and checks that it serves the model,
 weights and cut and knows the codec's calibration; then it warms up (one blank image through
@@ -105,6 +108,20 @@ def register(subparsers: Any) -> None:
         "--retries", type=nonnegative_int, default=3, help="resends per frame (default 3)"
     )
     p.add_argument("--top-k", type=positive_int, default=5, help="labels per answer (default 5)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="code the frames as one stream, each against the previous decoded one "
+        "(a video or camera; the codec must be a stream codec, e.g. q4-ncc-crans-s2.5-pt or "
+        "q8-ct-h264-qp28-p99.9-pt with --codec-calibration); a frame the daemon cannot decode "
+        "for want of its reference is sent again after a keyframe",
+    )
+    p.add_argument(
+        "--keyframe-interval",
+        type=positive_int,
+        default=30,
+        help="with --stream: a keyframe every N frames (default 30)",
+    )
     p.add_argument("--curve-secret", default=None, help="CurveZMQ: this edge's .key_secret")
     p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the daemon's .key")
     add_outputs(p, jsonl=True)
@@ -166,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             retries=args.retries,
             top_k=args.top_k,
             options=options,
+            stream_id=f"{socket.gethostname()}-{os.getpid()}" if args.stream else None,
+            keyframe_interval=args.keyframe_interval,
         ) as edge:
             check_served(info, spec, cut, edge.codec)
             edge.warm_up()

@@ -78,6 +78,8 @@ VOCABULARY: Dict[str, str] = {
     "--timeout": "seconds without a reply before a frame is resent",
     "--retries": "resends per frame",
     "--top-k": "labels per answer",
+    "--stream": "code the frames as one stream, each against the previous (stream codecs)",
+    "--keyframe-interval": "stream mode: a keyframe every N frames",
     # demo
     "--jpeg-quality": "quality of the JPEG-of-the-input baseline",
     # profile, calibrate, build

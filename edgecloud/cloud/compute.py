@@ -19,6 +19,7 @@ from edgecloud.cloud.decode import Failure, decode_batch
 from edgecloud.cloud.executors import TailExecutor
 from edgecloud.cloud.replies import ReplyKey
 from edgecloud.cloud.stats import ServerStats
+from edgecloud.cloud.streams import StreamStates
 from edgecloud.cloud.tails import TailEntry
 from edgecloud.transport.protocol import Reply, Request
 
@@ -34,6 +35,7 @@ class Job:
     received: float
     routing_id: bytes
     client: ClientKey
+    stream_id: str = ""  # a frame of a stream: decoded against the stream's reference
 
     @property
     def reply_key(self) -> ReplyKey:
@@ -56,16 +58,25 @@ class Batch:
     def entry(self) -> TailEntry:
         return self.jobs[0].entry
 
+    @property
+    def stream(self) -> bool:
+        """Frames of streams (never mixed with others): decoded with the stream states."""
+        return bool(self.jobs[0].stream_id)
+
 
 def compute(
     batch: Batch,
     executor: TailExecutor,
     calibrations: Mapping[str, Any],
     stats: ServerStats,
+    streams: StreamStates,
 ) -> List[Reply]:
     """Decode (unless done already), run the tail on the good rows, build every reply."""
     jobs, entry = batch.jobs, batch.entry
-    if batch.features is None:
+    if batch.features is None and batch.stream:
+        items = [(job.client, job.stream_id, job.payload) for job in jobs]
+        batch.features, batch.failures, batch.decode_ms = streams.decode_batch(items, entry.shape)
+    elif batch.features is None:
         batch.features, batch.failures, batch.decode_ms = decode_batch(
             [job.payload for job in jobs], entry.shape, calibrations
         )

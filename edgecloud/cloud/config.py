@@ -12,6 +12,8 @@ Example ``serve.toml``::
     workers = 1                    # tail threads
     precision = "fp32"             # or "fp16" (channels-last; GPUs), checked against fp32 ...
     precision_check_data = ""      # ... on these images (top-1 agreement, in the log and ping)
+    max_streams = 1024             # stream references held (frames coded against the last)
+    stream_idle_s = 60.0           # an idle stream is forgotten: its next frame needs a keyframe
     codec_calibrations = []        # codec calibration files, for calibrated codec specs
     codec_presets = true           # also load the calibrations shipped in edgecloud/presets
     # curve_secret_file = "keys/server.key_secret"   # CurveZMQ encryption ...
@@ -102,6 +104,8 @@ class ServerConfig:
     precision: str = "fp32"  # tails in fp32, or fp16 (with channels-last; for GPUs)
     precision_check_data: str = ""  # images to check a precision below fp32 on ("": none)
     precision_check_images: int = 64
+    max_streams: int = 1024  # stream references held; beyond: too_many_streams
+    stream_idle_s: float = 60.0  # a stream unused this long is forgotten (needs a keyframe)
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
     curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)
 
@@ -119,6 +123,8 @@ class ServerConfig:
             raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
         if self.precision_check_images < 1:
             raise ConfigError("precision_check_images must be >= 1")
+        if self.max_streams < 1 or self.stream_idle_s <= 0:
+            raise ConfigError("max_streams must be >= 1 and stream_idle_s > 0")
         if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be 0 (automatic) or at least 1024")
         a = self.admission

@@ -41,6 +41,7 @@ from edgecloud.cloud.front import Front, Incoming
 from edgecloud.cloud.ratelog import RateLimitedLog
 from edgecloud.cloud.replies import ReplyBook
 from edgecloud.cloud.stats import ServerStats
+from edgecloud.cloud.streams import StreamStates
 from edgecloud.cloud.tails import TailRegistry
 from edgecloud.transport.protocol import (
     MAX_FRAMES,
@@ -101,6 +102,7 @@ class CloudServer:
         self._results: queue.Queue = queue.Queue()
         self._batches: Dict[int, Batch] = {}  # left the queue, not yet answered
         self._pool: Optional[DecodePool] = None
+        self._streams: Optional[StreamStates] = None
         self._sentinels: Set[int] = set()
         self._precision_check: Dict[str, Any] = {}
         self._stalled: Dict[bytes, float] = {}  # routing id -> refuse work until
@@ -127,6 +129,7 @@ class CloudServer:
             self._registry = TailRegistry.from_config(config.models, config.device)
         if self._calibrations is None:
             self._calibrations = load_calibrations(config.codec_calibrations, config.codec_presets)
+        self._streams = StreamStates(self._calibrations, config.max_streams, config.stream_idle_s)
         if self._executor is None:
             self._executor = TorchExecutor(self._registry.device, precision=config.precision)
         self._check_precision()
@@ -347,9 +350,11 @@ class CloudServer:
                     f"for {request.model}",
                 )
             self._admission.check(message.client, len(payload))  # cheap refusals first
-            precheck(payload, entry.shape, self._calibrations)
+            header = precheck(payload, entry.shape, self._calibrations)
             job = Job(request, payload, entry, received, routing_id, message.client)
-            self._admission.admit(message.client, (entry.model, entry.cut), job, len(payload))
+            job.stream_id = header.stream_id
+            batch_key = (entry.model, entry.cut, bool(header.stream_id))  # streams apart
+            self._admission.admit(message.client, batch_key, job, len(payload))
         except BadRequest as exc:
             self._reject(message, request.id, exc)
             return
@@ -413,7 +418,7 @@ class CloudServer:
     # -- batches through the stages -----------------------------------------------------------
 
     def _can_start_batch(self) -> bool:
-        if self._pool is not None:
+        if self._pool is not None:  # (a stream batch needs no decode worker, but may wait)
             return self._pool.idle()
         # one batch more than tail threads: the next is ready when a thread finishes
         return len(self._batches) <= self.config.workers
@@ -444,7 +449,7 @@ class CloudServer:
                 continue
             batch = Batch(next(_batch_ids), jobs, started=now)
             self._batches[batch.id] = batch
-            if self._pool is not None:
+            if self._pool is not None and not batch.stream:
                 self._pool.submit(batch.id, batch.entry.shape, [job.payload for job in jobs])
             else:
                 self._tail_queue.put(batch)
@@ -559,6 +564,7 @@ class CloudServer:
             "reply_cache_bytes": self._replies.bytes,
             "log_lines_suppressed": self._rejections.total_suppressed,
             **(self._pool.describe() if self._pool is not None else {}),
+            **self._streams.describe(),
         }
 
     # -- tail threads -------------------------------------------------------------------------
@@ -569,7 +575,9 @@ class CloudServer:
             if batch is None:
                 return
             try:
-                replies = compute(batch, self._executor, self._calibrations, self.stats)
+                replies = compute(
+                    batch, self._executor, self._calibrations, self.stats, self._streams
+                )
             except Exception as exc:  # a bug or a device failure: answer, log, keep serving
                 log.exception("event=batch_failed size=%d", len(batch.jobs))
                 replies = [

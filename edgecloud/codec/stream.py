@@ -7,7 +7,9 @@ Two kinds, chosen by the spec:
   ``q4-ncc-crans-s2.5-pt``): a keyframe is the spec's own stream; frame *t* sends the symbol
   differences to the decoded frame *t-1*, differences of at most ``skip_levels`` sent as 0
   (the receiver keeps the reference; the sender tracks what the receiver holds, so errors do
-  not accumulate), zig-zag mapped and zstd-coded. Quantizer and calibration are the spec's.
+  not accumulate), zig-zag mapped and rANS-coded with tables fitted to the frame (one per
+  context: the co-located reference symbol, capped at 3; sent zstd-compressed ahead of the
+  words). Quantizer and calibration are the spec's.
 - **video** (``ct`` with ``h264``, ``hevc``, ``vp9`` or ``av1``): the tiled frames are a real
   video: one encoder per stream in low-delay mode (no B-frames, no look-ahead: one packet per
   frame), P-frames between keyframes; each keyframe starts a fresh encoder and decoder, so
@@ -24,13 +26,14 @@ into a silently wrong feature.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import zstandard
 
-from edgecloud.codec import bitstream, video
+from edgecloud.codec import bitstream, rans, video
 from edgecloud.codec.calibration import CodecCalibration
 from edgecloud.codec.feature_codec import (
     FeatureCodec,
@@ -146,12 +149,9 @@ class StreamEncoder:
         residual = sym.astype(np.int32) - self._reference
         if self.skip_levels:
             residual[np.abs(residual) <= self.skip_levels] = 0
+        context = _residual_context(self._reference)
         self._reference += residual  # what the receiver will hold
-        zigzag = (residual << 1) ^ (residual >> 31)
-        dtype = "<u1" if self._codec.spec.bits <= 7 else "<u2"
-        return zstandard.ZstdCompressor(level=RESIDUAL_ZSTD_LEVEL).compress(
-            zigzag.astype(dtype).tobytes()
-        )
+        return _encode_residual(residual, context, self._codec.spec.bits)
 
     def _video_payload(self, quantized: Any, key: bool) -> bytes:
         spec = self._codec.spec
@@ -235,9 +235,10 @@ class StreamDecoder:
             if key:
                 sym = _decode_symbols(payload, spec, cal, order, n, h, w).astype(np.int32)
             else:
-                sym = state.reference + _residual(payload, spec.bits, n * k * h * w).reshape(
-                    n, k, h * w
-                )
+                if state.reference.shape != (n, k, h * w):
+                    raise BitstreamError("frame shape differs from its reference's")
+                context = _residual_context(state.reference)
+                sym = state.reference + _decode_residual(payload, context, spec.bits)
                 if sym.size and (sym.min() < 0 or sym.max() >= 1 << spec.bits):
                     raise BitstreamError("residual frame decodes to out-of-range symbols")
             holder["reference"] = sym
@@ -248,14 +249,45 @@ class StreamDecoder:
         return feature
 
 
-def _residual(payload: bytes, bits: int, count: int) -> np.ndarray:
-    itemsize = 1 if bits <= 7 else 2
+#: residuals are coded with one rANS table per context: the reference symbol, capped
+RESIDUAL_CONTEXTS = 4
+
+
+def _residual_context(reference: np.ndarray) -> np.ndarray:
+    return np.minimum(reference, RESIDUAL_CONTEXTS - 1)
+
+
+def _encode_residual(residual: np.ndarray, context: np.ndarray, bits: int) -> bytes:
+    """Zig-zag residuals, rANS-coded with per-frame tables (one per context) sent first:
+    u32 length + zstd(u16 counts (contexts, 2^(bits+1) - 1)), then the rANS words."""
+    levels = (1 << (bits + 1)) - 1
+    zigzag = ((residual << 1) ^ (residual >> 31)).astype(np.int64).reshape(-1)
+    ctx = context.astype(np.int64).reshape(-1)
+    counts = np.zeros((RESIDUAL_CONTEXTS, levels), dtype=np.int64)
+    np.add.at(counts, (ctx, zigzag), 1)
+    counts = np.minimum(counts, 0xFFFF)
+    table = zstandard.ZstdCompressor(level=RESIDUAL_ZSTD_LEVEL).compress(
+        counts.astype("<u2").tobytes()
+    )
+    words = rans.encode_indexed(zigzag, ctx, rans.build_cdf(counts))
+    return struct.pack("<I", len(table)) + table + words
+
+
+def _decode_residual(payload: bytes, context: np.ndarray, bits: int) -> np.ndarray:
+    levels = (1 << (bits + 1)) - 1
+    if len(payload) < 4:
+        raise BitstreamError("residual payload is truncated")
+    (size,) = struct.unpack_from("<I", payload)
+    expected = RESIDUAL_CONTEXTS * levels * 2
     try:
-        with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
-            raw = reader.read(count * itemsize + 1)
+        with zstandard.ZstdDecompressor().stream_reader(payload[4 : 4 + size]) as reader:
+            raw = reader.read(expected + 1)
     except zstandard.ZstdError as exc:
-        raise BitstreamError(f"residual payload cannot be decompressed: {exc}") from exc
-    if len(raw) != count * itemsize:
-        raise BitstreamError(f"residual payload has {len(raw)} bytes, expected {count * itemsize}")
-    zigzag = np.frombuffer(raw, dtype="<u1" if itemsize == 1 else "<u2").astype(np.int32)
-    return (zigzag >> 1) ^ -(zigzag & 1)
+        raise BitstreamError(f"residual tables cannot be decompressed: {exc}") from exc
+    if len(raw) != expected:
+        raise BitstreamError(f"residual tables have {len(raw)} bytes, expected {expected}")
+    counts = np.frombuffer(raw, dtype="<u2").astype(np.int64).reshape(RESIDUAL_CONTEXTS, levels)
+    zigzag = rans.decode_indexed(
+        payload[4 + size :], context.astype(np.int64), rans.build_cdf(counts)
+    )
+    return ((zigzag >> 1) ^ -(zigzag & 1)).astype(np.int32)

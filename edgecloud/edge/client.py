@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -20,14 +21,18 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, 
 import numpy as np
 from PIL import Image
 
+from edgecloud.codec.bitstream import NO_REFERENCE, peek_header
+from edgecloud.codec.stream import StreamEncoder
 from edgecloud.errors import CalibrationError, ServerError, TransportError
 from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
-from edgecloud.transport.protocol import Reply, Request
+from edgecloud.transport.protocol import ErrorCode, Reply, Request
 from edgecloud.transport.sockets import SocketOptions
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 CLOUD_TIMINGS = ("decode_ms", "queue_ms", "tail_ms", "server_ms", "batch_size")
+#: times one frame is sent again as (or after) a keyframe before its result is the error
+MAX_KEYFRAME_RESENDS = 3
 
 
 @dataclass
@@ -96,6 +101,11 @@ class EdgeClient:
             :func:`edgecloud.backends.create_head_runner` (default: the torch head).
         window: frames in flight (back-pressure beyond it); timeout_s/retries: resend policy.
         output: ``"topk"`` or ``"tensor"`` (also return the tail's logits).
+        stream_id: code the frames as one stream (each against the previous one, see
+            :mod:`edgecloud.codec.stream`; the codec must be a stream codec), with a keyframe
+            every ``keyframe_interval`` frames. A frame the daemon answers ``need_keyframe``
+            (it lost the reference: restarted, reconnected, a frame lost) is sent again, coded
+            against a new keyframe; ``EdgeResult.attempts`` counts it.
     """
 
     def __init__(
@@ -115,6 +125,8 @@ class EdgeClient:
         top_k: int = 5,
         output: str = "topk",
         options: Optional[SocketOptions] = None,
+        stream_id: Optional[str] = None,
+        keyframe_interval: int = 30,
     ) -> None:
         from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
@@ -130,6 +142,12 @@ class EdgeClient:
         if calibration is None:
             calibration = preset_for(self.spec, cut, codec)
         self.codec = FeatureCodec.from_spec(codec, calibration=calibration)
+        self.stream_encoder: Optional[StreamEncoder] = None
+        if stream_id is not None:
+            self.stream_encoder = StreamEncoder(codec, calibration, stream_id, keyframe_interval)
+        self._encode_lock = threading.Lock()
+        self._last_key = -1  # index of the last keyframe sent
+        self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
         self.output = output
         self.client = FeatureClient(
@@ -153,21 +171,31 @@ class EdgeClient:
     def warm_up(self) -> None:
         """Run preprocessing, head and encoder once on a blank image (first calls are slow)."""
         side = self.spec.preprocessing.resize
-        self.prepare(Image.new("RGB", (side, side), (128, 128, 128)))
+        x = self.spec.preprocessing(Image.new("RGB", (side, side), (128, 128, 128))).numpy()
+        self.codec.encode(np.asarray(self.head.run(x[None]), dtype=np.float32)[0])
 
     # -- stages -------------------------------------------------------------------------------
 
     def prepare(self, image: ImageLike) -> Tuple[Request, bytes, Dict[str, float]]:
-        """Preprocess, run the head and encode one image; returns the request, the bitstream
-        and the edge timings."""
+        """Preprocess, run the head and encode one image (in stream mode: the stream's next
+        frame); returns the request, the bitstream and the edge timings."""
+        timings, feature = self._head(image)
+        t0 = time.perf_counter()
+        with self._encode_lock:
+            payload, _index = self._encode(feature)
+        timings["encode_ms"] = (time.perf_counter() - t0) * 1000.0
+        return self._request(), payload, timings
+
+    def _head(self, image: ImageLike) -> Tuple[Dict[str, float], np.ndarray]:
         t0 = time.perf_counter()
         x = self.spec.preprocessing(to_pil(image)).numpy()[None]
         t1 = time.perf_counter()
-        feature = self.head.run(x)
+        feature = np.asarray(self.head.run(x), dtype=np.float32)[0]
         t2 = time.perf_counter()
-        payload = self.codec.encode(np.asarray(feature, dtype=np.float32)[0])
-        t3 = time.perf_counter()
-        request = Request(
+        return {"preprocess_ms": (t1 - t0) * 1000.0, "head_ms": (t2 - t1) * 1000.0}, feature
+
+    def _request(self) -> Request:
+        return Request(
             model=self.spec.name,
             weights_id=self.spec.weights_id,
             cut=self.cut,
@@ -175,25 +203,61 @@ class EdgeClient:
             output=self.output,
             top_k=self.top_k,
         )
-        timings = {
-            "preprocess_ms": (t1 - t0) * 1000.0,
-            "head_ms": (t2 - t1) * 1000.0,
-            "encode_ms": (t3 - t2) * 1000.0,
-        }
-        return request, payload, timings
+
+    def _encode(self, feature: np.ndarray, after: int = -1) -> Tuple[bytes, int]:
+        """The bitstream of ``feature`` and its frame index (-1 outside streams); in stream
+        mode a keyframe first if none was coded since frame ``after``. Call under
+        ``_encode_lock``, and send before releasing it: frames leave in the order coded."""
+        if self.stream_encoder is None:
+            return self.codec.encode(feature), -1
+        if after >= 0 and self._last_key <= after:  # no keyframe since that frame
+            self.stream_encoder.request_keyframe()
+        index = self.stream_encoder.frame_index
+        payload = self.stream_encoder.encode(feature)
+        if self._is_keyframe(payload):
+            self._last_key = index
+        return payload, index
 
     def submit(self, image: ImageLike, name: str = "") -> Future:
         """Prepare and send one image; the future resolves to an :class:`EdgeResult`."""
-        request, payload, timings = self.prepare(image)
-        inner = self.client.submit(request, payload)
+        timings, feature = self._head(image)
         outer: Future = Future()
         outer.set_running_or_notify_cancel()
+        self._send(outer, name, timings, feature, after=-1, attempts=0)
+        return outer
+
+    def _send(self, outer, name, timings, feature, after: int, attempts: int) -> None:
+        """Encode and send (atomically, so that stream frames leave in order); a frame
+        answered ``need_keyframe`` is sent again after a keyframe, from another thread."""
+        request = self._request()
+        with self._encode_lock:
+            t0 = time.perf_counter()
+            payload, index = self._encode(feature, after)
+            timings = {**timings, "encode_ms": (time.perf_counter() - t0) * 1000.0}
+            inner = self.client.submit(request, payload)
 
         def done(f: Future) -> None:
-            outer.set_result(self._result(name, request.id, len(payload), timings, f))
+            result = self._result(name, request.id, len(payload), timings, f)
+            result.attempts += attempts
+            if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
+                if self._resender is None:
+                    self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-keyframe")
+                self._resender.submit(self._resend, outer, name, timings, feature, index, attempts)
+                return
+            outer.set_result(result)
 
         inner.add_done_callback(done)
-        return outer
+
+    def _resend(self, outer, name, timings, feature, index, attempts) -> None:
+        try:
+            self._send(outer, name, timings, feature, after=index, attempts=attempts + 1)
+        except Exception as exc:  # closed meanwhile: answer, do not hang the caller
+            outer.set_result(EdgeResult(name, "", "no_reply", str(exc), timings=timings))
+
+    @staticmethod
+    def _is_keyframe(payload: bytes) -> bool:
+        header = peek_header(payload, verify_crc=False, arrays=False)
+        return header.reference_index == NO_REFERENCE
 
     def predict(self, image: ImageLike, name: str = "") -> EdgeResult:
         """Blocking round trip; raises :class:`ServerError` / :class:`TransportError`."""
@@ -216,7 +280,11 @@ class EdgeClient:
             yield pending.popleft().result()
 
     def close(self) -> None:
+        if self._resender is not None:
+            self._resender.shutdown(wait=True)
         self.client.close()
+        if self.stream_encoder is not None:
+            self.stream_encoder.close()
 
     def __enter__(self) -> EdgeClient:
         return self

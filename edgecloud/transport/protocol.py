@@ -52,6 +52,8 @@ class ErrorCode:
     TIMEOUT = "timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal_error"
+    NEED_KEYFRAME = "need_keyframe"  # a stream frame whose reference the daemon lacks
+    TOO_MANY_STREAMS = "too_many_streams"
 
     #: codes after which resending the same request later can succeed
     RETRYABLE = frozenset({QUEUE_FULL, RATE_LIMITED, SHUTTING_DOWN})
