@@ -50,3 +50,21 @@ def test_demo_near_lossless_codec_keeps_every_answer(tmp_path: Path, cut: str, c
     data, rows = _demo(tmp_path, "--cut", cut, "--codec", codec)
     assert (data["cut"], data["codec"]) == (cut, codec)
     assert all(r["same_as_local"] for r in rows)  # split + codec keep the full model's answer
+
+
+def test_demo_video_streams_a_clip_against_per_frame_and_h264(tmp_path: Path):
+    pytest.importorskip("av", reason="the clip is read with PyAV (pip install 'edgecloud[video]')")
+    out = tmp_path / "video.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "demo", "--video", "--limit", "12", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["video"].endswith("bigbuckbunny.mp4") and data["frames"] == 12
+    assert len(data["results"]) == 12 and all(r["status"] == "ok" for r in data["results"])
+    # the stream sends fewer bytes than the same codec frame by frame (same features)
+    assert data["stream_bytes_per_frame"] < data["per_frame_bytes_per_frame"]
+    assert data["h264_input_bytes_per_frame"] > 0 and "H.264 of the 224x224 input" in proc.stdout

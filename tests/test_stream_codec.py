@@ -163,3 +163,34 @@ def test_specs_that_cannot_code_streams_say_why(spec, message, clip):
         calibration = CodecCalibration.fit(clip["features"][:4], spec)
     with pytest.raises(CodecSpecError, match=message):
         StreamEncoder(spec, calibration, "cam")
+
+
+def test_sweep_of_a_real_clip_writes_frame_and_stream_rows(samples_dir, tmp_path, capsys):
+    from edgecloud.cli import main
+
+    csv_path, json_path, plot = tmp_path / "v.csv", tmp_path / "v.json", tmp_path / "v.png"
+    argv = ["sweep", "--video", "bikes.mp4", "--limit", "6", "--calib-images", "8",
+            "--data", str(samples_dir), "--codec", f"{RESIDUAL},q8-ncc-zstd", "--no-progress",
+            "--keyframe-interval", "4", "--csv", str(csv_path), "--json", str(json_path),
+            "--plot", str(plot)]  # fmt: skip
+    assert main(argv) == 0
+    import json
+
+    rows = json.loads(json_path.read_text())["rows"]
+    modes = {(r["codec"], r["mode"]) for r in rows}
+    assert modes == {(RESIDUAL, "frame"), (RESIDUAL, "stream"), ("q8-ncc-zstd", "frame")}
+    by = {(r["codec"], r["mode"]): r for r in rows}
+    frame, stream = by[(RESIDUAL, "frame")], by[(RESIDUAL, "stream")]
+    assert frame["frames"] == stream["frames"] == 6
+    assert stream["fidelity"] == frame["fidelity"]  # exact on the symbols: the same features
+    assert by[("q8-ncc-zstd", "frame")]["fidelity"] >= 5 / 6
+    assert stream["bits_per_element"] > 0 and stream["top5_agreement"] >= stream["fidelity"]
+    assert plot.stat().st_size > 10_000 and csv_path.read_text().count("\n") == 4
+    assert "bytes/frame" in capsys.readouterr().out
+
+
+def test_sweep_of_an_unknown_clip_names_the_bundled_ones(capsys):
+    from edgecloud.cli import main
+
+    assert main(["sweep", "--video", "nope.mp4"]) == 1
+    assert "bikes.mp4" in capsys.readouterr().err

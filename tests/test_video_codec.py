@@ -166,3 +166,24 @@ def test_a_frame_of_another_size_is_refused(features):
     _header, big_payload = bitstream.unpack(big)
     with pytest.raises(BitstreamError, match="hevc"):
         decode_bitstream(_repacked(small, big_payload))
+
+
+def test_hardware_encoders_are_chosen_by_name_and_refused_clearly(monkeypatch, features):
+    """EDGECLOUD_VIDEO_ENCODERS selects FFmpeg's encoder for a coder (hevc_nvenc on a Jetson);
+    one this FFmpeg lacks, or cannot start without its device, is a CodecSpecError."""
+    from edgecloud.codec.video import ENCODERS_ENV
+
+    f = features["features"][0]
+    monkeypatch.setenv(ENCODERS_ENV, "hevc=no_such_encoder")
+    with pytest.raises(CodecSpecError, match="no_such_encoder.*lacks"):
+        FeatureCodec.from_spec("q8-ct-hevc").encode(f)
+    monkeypatch.setenv(ENCODERS_ENV, "h264=h264_nvenc")
+    try:
+        stream = FeatureCodec.from_spec("q8-ct-h264").encode(f)
+    except CodecSpecError as exc:  # no NVIDIA device here: refused by name, not a crash
+        assert "h264_nvenc" in str(exc)
+    else:  # a machine with NVENC: the software decoder reads its stream
+        assert FeatureCodec.from_spec("q8-ct-h264").decode(stream).shape == f.shape
+    monkeypatch.setenv(ENCODERS_ENV, "h264=h264_nvenc")
+    with pytest.raises(CodecSpecError, match="8-bit"):
+        FeatureCodec.from_spec("q10-ct-h264").encode(f)

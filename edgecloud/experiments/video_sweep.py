@@ -1,0 +1,123 @@
+"""Rate-fidelity sweep on a video: every codec per frame and, where it can, as a stream.
+
+The reference is the uncompressed model on the same frames (video has no labels): fidelity is
+the top-1 agreement with it per frame, top-5 agreement says whether its top-1 is in the
+decoded top 5. Calibrated codecs are fitted on still images (``calibration_images``), never on
+the video itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
+from edgecloud.codec.stream import StreamDecoder, StreamEncoder, stream_kind
+from edgecloud.errors import CodecSpecError
+from edgecloud.partition import split
+
+
+def can_stream(spec: str) -> bool:
+    try:
+        stream_kind(parse_spec(spec))
+    except CodecSpecError:
+        return False
+    return True
+
+
+@dataclass
+class VideoSweep:
+    """``rows()`` yields one row per (cut, codec, mode) with mode ``frame`` or ``stream``."""
+
+    model: Any
+    frames: Sequence[Any]  # PIL images, in order
+    cuts: Sequence[str]
+    codecs: Sequence[str]
+    calibration_images: Optional[torch.Tensor] = None  # preprocessed (N, 3, H, W)
+    keyframe_interval: int = 30
+    skip_levels: Sequence[int] = (0,)
+    video: str = ""
+    progress: Callable[[int], None] = lambda _n: None
+
+    def rows(self) -> Iterator[Dict[str, Any]]:
+        x = torch.stack([self.model.preprocessing(image) for image in self.frames])
+        for cut in self.cuts:
+            head, tail = split(self.model, cut)
+            with torch.inference_mode():
+                start = time.perf_counter()
+                features = torch.cat([head(x[i : i + 1]) for i in range(len(x))]).numpy()
+                head_ms = 1000.0 * (time.perf_counter() - start) / len(x)
+                reference = tail(torch.from_numpy(features)).argmax(1).numpy()
+                calib = None
+                if self.calibration_images is not None:
+                    calib = head(self.calibration_images).numpy()
+            for codec in self.codecs:
+                calibration = self._calibration(codec, calib)
+                base = {"video": self.video, "model": self.model.name, "cut": cut,
+                        "codec": codec, "frames": len(x), "head_ms": round(head_ms, 3)}  # fmt: skip
+                yield {**base, **self._per_frame(codec, calibration, features, tail, reference)}
+                self.progress(len(x))
+                if can_stream(codec):
+                    for skip in self.skip_levels:
+                        row = self._stream(codec, calibration, skip, features, tail, reference)
+                        yield {**base, **row}
+                        self.progress(len(x))
+
+    @staticmethod
+    def _calibration(codec: str, calib: Optional[np.ndarray]) -> Optional[CodecCalibration]:
+        spec = parse_spec(codec)
+        if not spec.needs_calibration:
+            return None
+        if calib is None:
+            raise CodecSpecError(f"{codec} needs calibration images")
+        return CodecCalibration.fit(calib, spec)
+
+    def _per_frame(self, codec, calibration, features, tail, reference) -> Dict[str, Any]:
+        coder = FeatureCodec.from_spec(codec, calibration)
+        return _measure(coder.encode, coder.decode, features, tail, reference, "frame", None)
+
+    def _stream(self, codec, calibration, skip, features, tail, reference) -> Dict[str, Any]:
+        encoder = StreamEncoder(codec, calibration, "sweep", self.keyframe_interval, skip)
+        decoder = StreamDecoder({calibration.id: calibration} if calibration else {})
+        try:
+            return _measure(encoder.encode, decoder.decode, features, tail, reference, "stream",
+                            skip)  # fmt: skip
+        finally:
+            encoder.close()
+
+
+def _measure(encode, decode, features, tail, reference, mode, skip) -> Dict[str, Any]:
+    sizes: List[int] = []
+    decoded = []
+    encode_s = decode_s = 0.0
+    for feature in features:
+        t0 = time.perf_counter()
+        stream = encode(feature)
+        t1 = time.perf_counter()
+        decoded.append(decode(stream))
+        encode_s += t1 - t0
+        decode_s += time.perf_counter() - t1
+        sizes.append(len(stream))
+    with torch.inference_mode():
+        top5 = tail(torch.from_numpy(np.stack(decoded))).topk(5, dim=1).indices.numpy()
+    n = len(features)
+    return {
+        "mode": mode,
+        "skip_levels": skip,
+        "bytes_per_frame": round(float(np.mean(sizes)), 1),
+        "bits_per_element": round(8.0 * float(np.mean(sizes)) / features[0].size, 4),
+        "fidelity": round(float(np.mean(top5[:, 0] == reference)), 4),
+        "top5_agreement": round(float(np.mean([r in row for r, row in zip(reference, top5)])), 4),
+        "encode_ms": round(1000.0 * encode_s / n, 3),
+        "decode_ms": round(1000.0 * decode_s / n, 3),
+    }
+
+
+def best(rows: Sequence[Mapping[str, Any]], mode: str, fidelity: float) -> Optional[Mapping]:
+    """The smallest row of ``mode`` with at least ``fidelity``."""
+    fit = [r for r in rows if r["mode"] == mode and r["fidelity"] >= fidelity]
+    return min(fit, key=lambda r: r["bytes_per_frame"]) if fit else None
