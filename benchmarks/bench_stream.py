@@ -33,6 +33,8 @@ PER_FRAME = [
     "q5-ncc-crans-s1.2-pt",
     "q6-ncc-crans-s0.8-pt",
     "q6-ncc-crans-s0.5-pt",
+    "q7-ncc-crans-s0.35-pt",
+    "q8-ncc-crans-s0.25-pt",
     "q8-ct-h264-qp28-p99.9-pt",
     "q8-ct-h264-qp36-p99.9-pt",
 ]
