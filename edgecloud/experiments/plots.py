@@ -69,9 +69,17 @@ def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Pa
         ax.axhline(ref - 1.0, color="red", linestyle=":", linewidth=0.8, label="1 point drop")
         model, images = rows[0]["model"], rows[0]["images"]
         ax.set_title(f"{model}: rate vs accuracy on {images} images")
+    return _save(fig, ax, "bytes per image (bitstream incl. header, log scale)",
+                 "top-1 accuracy (%)", path)  # fmt: skip
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, path: Union[str, Path]) -> Path:
+    """Log x axis, labels, grid, legend outside; save at 120 dpi and close."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
-    ax.set_xlabel("bytes per image (bitstream incl. header, log scale)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -100,13 +108,18 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     """Sweep rows as a Markdown table, by cut then bytes/image (percentages for accuracies)."""
     order = sorted(rows, key=lambda r: (str(r["cut"]) != "input", str(r["cut"]),
                                         float(r["bytes_per_image"])))  # fmt: skip
-    lines = ["| " + " | ".join(title for _, title, _ in MARKDOWN_COLUMNS) + " |"]
-    lines.append("|" + "|".join("---" for _ in MARKDOWN_COLUMNS) + "|")
-    for row in order:
+    return _markdown(order, MARKDOWN_COLUMNS, _PERCENT)
+
+
+def _markdown(rows: Sequence[Mapping[str, object]], columns, percent) -> str:
+    """``rows`` in order under ``columns`` (key, title, format); ``percent`` keys x 100."""
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
         cells = []
-        for key, _, fmt in MARKDOWN_COLUMNS:
+        for key, _, fmt in columns:
             value = row[key]
-            if key in _PERCENT:
+            if key in percent:
                 value = 100.0 * float(value)
             cells.append(fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
@@ -129,17 +142,7 @@ VIDEO_MARKDOWN_COLUMNS = (
 def video_markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     """Video sweep rows as Markdown, by cut, mode, then bytes/frame."""
     order = sorted(rows, key=lambda r: (str(r["cut"]), str(r["mode"]), float(r["bytes_per_frame"])))
-    lines = ["| " + " | ".join(title for _, title, _ in VIDEO_MARKDOWN_COLUMNS) + " |"]
-    lines.append("|" + "|".join("---" for _ in VIDEO_MARKDOWN_COLUMNS) + "|")
-    for row in order:
-        cells = []
-        for key, _, fmt in VIDEO_MARKDOWN_COLUMNS:
-            value = row[key]
-            if key in ("fidelity", "top5_agreement"):
-                value = 100.0 * float(value)
-            cells.append(fmt.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown(order, VIDEO_MARKDOWN_COLUMNS, {"fidelity", "top5_agreement"})
 
 
 def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
@@ -165,14 +168,5 @@ def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[s
     if rows:
         ax.set_title(f"{rows[0]['model']} on {rows[0].get('video', 'video')}: "
                      f"{rows[0]['frames']} frames")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("bytes per frame (log scale)")
-    ax.set_ylabel("fidelity: top-1 agreement with the uncompressed model (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, "bytes per frame (log scale)",
+                 "fidelity: top-1 agreement with the uncompressed model (%)", path)  # fmt: skip
