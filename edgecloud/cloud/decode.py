@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -62,37 +62,60 @@ def decode_batch(
     Returns the array of the K streams that decoded (in order), a failure (code, message) or
     None per stream, and the decode time of each stream in ms.
     """
+
+    def decode(payload: Any, shape: Tuple[int, ...], elements: int) -> np.ndarray:
+        feature = decode_bitstream(payload, calibrations, shape=shape, max_elements=elements)
+        return check_finite(feature)
+
+    return decode_rows(payloads, shape, decode, out)
+
+
+#: decodes one item into a feature of ``shape`` (at most ``elements``), or raises
+ItemDecoder = Callable[[Any, Tuple[int, ...], int], np.ndarray]
+
+
+def decode_rows(
+    items: Sequence[Any],
+    shape: Sequence[int],
+    decode: ItemDecoder,
+    out: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, List[Optional[Failure]], List[float]]:
+    """:func:`decode_batch` with any per-item decoder: the rows that decoded, a failure or
+    None per item (a :class:`BadRequest`'s code, ``shape_mismatch``, or ``corrupt_bitstream``
+    for anything else the decoder raises), ms per item."""
     shape = tuple(shape)
     elements = int(np.prod(shape))
     if out is None:
-        out = np.empty((len(payloads), *shape), dtype=np.float32)
+        out = np.empty((len(items), *shape), dtype=np.float32)
     failures: List[Optional[Failure]] = []
     times: List[float] = []
     row = 0
-    for payload in payloads:
+    for item in items:
         start = time.perf_counter()
-        failure = _decode_into(out[row], payload, shape, elements, calibrations)
+        failure = _decode_into(out[row], decode, item, shape, elements)
         failures.append(failure)
         row += failure is None
         times.append((time.perf_counter() - start) * 1000.0)
     return out[:row], failures, times
 
 
+def check_finite(feature: np.ndarray) -> np.ndarray:
+    """``feature``, or BadRequest ``corrupt_bitstream`` if it holds NaN or infinity."""
+    if not np.isfinite(feature).all():
+        raise BadRequest(ErrorCode.BAD_BITSTREAM, "decoded feature contains NaN or infinity")
+    return feature
+
+
 def _decode_into(
-    row: np.ndarray,
-    payload: Any,
-    shape: Tuple[int, ...],
-    elements: int,
-    calibrations: Mapping[str, Any],
+    row: np.ndarray, decode: ItemDecoder, item: Any, shape: Tuple[int, ...], elements: int
 ) -> Optional[Failure]:
     try:
-        feature = decode_bitstream(payload, calibrations, shape=shape, max_elements=elements)
+        feature = decode(item, shape, elements)
+    except BadRequest as exc:
+        return exc.code, str(exc)
     except BitstreamShapeError as exc:
         return ErrorCode.SHAPE_MISMATCH, str(exc)
     except Exception as exc:  # the codec names the problem; the daemon keeps going
         return ErrorCode.BAD_BITSTREAM, f"{type(exc).__name__}: {exc}"
-    feature = feature.reshape(shape)
-    if not np.isfinite(feature).all():
-        return ErrorCode.BAD_BITSTREAM, "decoded feature contains NaN or infinity"
-    row[...] = feature
+    row[...] = feature.reshape(shape)
     return None

@@ -17,10 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgecloud.cloud.decode import Failure
+from edgecloud.cloud.decode import Failure, check_finite, decode_rows
 from edgecloud.codec.stream import MissingReferenceError, StreamDecoder
-from edgecloud.errors import BitstreamError, BitstreamShapeError
-from edgecloud.transport.protocol import ErrorCode
+from edgecloud.transport.protocol import BadRequest, ErrorCode
 
 StreamKey = Tuple[Any, str]  # (client, stream id)
 
@@ -52,54 +51,36 @@ class StreamStates:
         """``items`` are (client, stream id, bitstream); like
         :func:`edgecloud.cloud.decode.decode_batch`: the rows that decoded, a failure or None
         per item, ms per item."""
-        shape = tuple(shape)
-        elements = int(np.prod(shape))
-        out = np.empty((len(items), *shape), dtype=np.float32)
-        failures: List[Optional[Failure]] = []
-        times: List[float] = []
-        row = 0
         with self._lock:
-            for client, stream_id, payload in items:
-                start = time.perf_counter()
-                failure = self._decode_into(out[row], (client, stream_id), payload, shape, elements)
-                failures.append(failure)
-                row += failure is None
-                times.append((time.perf_counter() - start) * 1000.0)
-        return out[:row], failures, times
+            return decode_rows(items, shape, self._decode)
 
-    def _decode_into(
-        self, row: np.ndarray, key: StreamKey, payload: Any, shape: Tuple[int, ...], elements: int
-    ) -> Optional[Failure]:
+    def _decode(self, item: Tuple[Any, str, Any], shape: Tuple[int, ...], elements: int):
+        client, stream_id, payload = item
+        key = (client, stream_id)
         now = time.monotonic()
         stream = self._streams.get(key)
         if stream is None:
             self._expire(now)
             if len(self._streams) >= self.max_streams:
-                return (
+                raise BadRequest(
                     ErrorCode.TOO_MANY_STREAMS,
                     f"this daemon holds {len(self._streams)} streams (limit {self.max_streams})",
                 )
             stream = _Stream(StreamDecoder(self._calibrations), now)
         try:
-            feature = stream.decoder.decode(payload, shape=shape, max_elements=elements)
+            feature = check_finite(
+                stream.decoder.decode(payload, shape=shape, max_elements=elements)
+            )
         except MissingReferenceError as exc:
             self._streams.pop(key, None)
             self.keyframes_requested += 1
-            return ErrorCode.NEED_KEYFRAME, str(exc)
-        except BitstreamShapeError as exc:
-            self._streams.pop(key, None)
-            return ErrorCode.SHAPE_MISMATCH, str(exc)
-        except BitstreamError as exc:
+            raise BadRequest(ErrorCode.NEED_KEYFRAME, str(exc)) from None
+        except Exception:
             self._streams.pop(key, None)  # the reference is gone with the damaged frame
-            return ErrorCode.BAD_BITSTREAM, f"{type(exc).__name__}: {exc}"
-        feature = feature.reshape(shape)
-        if not np.isfinite(feature).all():
-            self._streams.pop(key, None)
-            return ErrorCode.BAD_BITSTREAM, "decoded feature contains NaN or infinity"
+            raise
         stream.used = now
         self._streams[key] = stream
-        row[...] = feature
-        return None
+        return feature
 
     def _expire(self, now: float) -> None:
         idle = [k for k, s in self._streams.items() if now - s.used > self.idle_s]

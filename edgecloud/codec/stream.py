@@ -88,7 +88,8 @@ class StreamEncoder:
     _codec: FeatureCodec = field(init=False, repr=False)
     _kind: str = field(init=False, repr=False)
     _index: int = field(default=0, init=False, repr=False)
-    _since_key: Optional[int] = field(default=None, init=False, repr=False)
+    _last_key: int = field(default=-1, init=False, repr=False)
+    _key_requested: bool = field(default=True, init=False, repr=False)
     _reference: Optional[np.ndarray] = field(default=None, init=False, repr=False)
     _encoder: Any = field(default=None, init=False, repr=False)
 
@@ -107,14 +108,19 @@ class StreamEncoder:
         """Index of the next frame."""
         return self._index
 
+    @property
+    def last_keyframe(self) -> int:
+        """Index of the last keyframe coded (-1: none yet)."""
+        return self._last_key
+
     def request_keyframe(self) -> None:
         """Code the next frame as a keyframe (the receiver lost its reference)."""
-        self._since_key = None
+        self._key_requested = True
 
     def encode(self, feature: Any) -> bytes:
         """The bitstream of the next frame (a keyframe when one is due)."""
-        key = self._since_key is None or self._since_key + 1 >= self.keyframe_interval
         index = self._index
+        key = self._key_requested or index - self._last_key >= self.keyframe_interval
         header = bitstream.BitstreamHeader(
             version=bitstream.FORMAT_VERSION,
             spec=self._codec.name,
@@ -136,7 +142,8 @@ class StreamEncoder:
         else:
             payload = self._residual_payload(sym)
         self._index += 1
-        self._since_key = 0 if key else self._since_key + 1
+        if key:
+            self._last_key, self._key_requested = index, False
         return bitstream.pack(quantized.header, payload)
 
     def close(self) -> None:
@@ -177,15 +184,8 @@ class StreamDecoder:
         self.calibrations = dict(calibrations or {})
         self._streams: Dict[str, _StreamState] = {}
 
-    def __contains__(self, stream_id: str) -> bool:
-        return stream_id in self._streams
-
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
-
-    def last_index(self, stream_id: str) -> Optional[int]:
-        state = self._streams.get(stream_id)
-        return None if state is None else state.last_index
 
     def decode(
         self,

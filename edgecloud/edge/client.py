@@ -21,7 +21,6 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, 
 import numpy as np
 from PIL import Image
 
-from edgecloud.codec.bitstream import NO_REFERENCE, peek_header
 from edgecloud.codec.stream import StreamEncoder
 from edgecloud.errors import CalibrationError, ServerError, TransportError
 from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
@@ -146,7 +145,6 @@ class EdgeClient:
         if stream_id is not None:
             self.stream_encoder = StreamEncoder(codec, calibration, stream_id, keyframe_interval)
         self._encode_lock = threading.Lock()
-        self._last_key = -1  # index of the last keyframe sent
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
         self.output = output
@@ -210,13 +208,11 @@ class EdgeClient:
         ``_encode_lock``, and send before releasing it: frames leave in the order coded."""
         if self.stream_encoder is None:
             return self.codec.encode(feature), -1
-        if after >= 0 and self._last_key <= after:  # no keyframe since that frame
-            self.stream_encoder.request_keyframe()
-        index = self.stream_encoder.frame_index
-        payload = self.stream_encoder.encode(feature)
-        if self._is_keyframe(payload):
-            self._last_key = index
-        return payload, index
+        encoder = self.stream_encoder
+        if after >= 0 and encoder.last_keyframe <= after:  # no keyframe since that frame
+            encoder.request_keyframe()
+        index = encoder.frame_index
+        return encoder.encode(feature), index
 
     def submit(self, image: ImageLike, name: str = "") -> Future:
         """Prepare and send one image; the future resolves to an :class:`EdgeResult`."""
@@ -253,11 +249,6 @@ class EdgeClient:
             self._send(outer, name, timings, feature, after=index, attempts=attempts + 1)
         except Exception as exc:  # closed meanwhile: answer, do not hang the caller
             outer.set_result(EdgeResult(name, "", "no_reply", str(exc), timings=timings))
-
-    @staticmethod
-    def _is_keyframe(payload: bytes) -> bool:
-        header = peek_header(payload, verify_crc=False, arrays=False)
-        return header.reference_index == NO_REFERENCE
 
     def predict(self, image: ImageLike, name: str = "") -> EdgeResult:
         """Blocking round trip; raises :class:`ServerError` / :class:`TransportError`."""
