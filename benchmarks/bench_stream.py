@@ -20,7 +20,7 @@ import torch
 from common import RESULTS, machine, write_result
 
 from edgecloud.clips import BUNDLED_CLIPS, bundled_clip, read_clip
-from edgecloud.datasets import ImageFolder
+from edgecloud.experiments.sweep import SweepData
 from edgecloud.experiments.video_sweep import VideoSweep, best
 from edgecloud.models import load_model
 
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = load_model("efficientnet_lite0")
-    data = ImageFolder(SHARED, model.preprocessing)
-    calib = torch.stack([data[i][0] for i in range(len(data) - 64, len(data))])
+    calibration = SweepData.split(SHARED, model, None, 64).calibration
+    calib = torch.stack([calibration[i][0] for i in range(len(calibration))])
     clips = []
     for name in args.clip or BUNDLED_CLIPS:
         frames = read_clip(bundled_clip(name), limit=args.frames)

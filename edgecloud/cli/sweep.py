@@ -233,16 +233,19 @@ def run(args: argparse.Namespace) -> int:
             "thread, including the first calls"
         )
     write_json(json_path, _payload(data, rows))
-    if args.markdown:
-        from edgecloud.experiments.plots import markdown_table
+    from edgecloud.experiments.plots import markdown_table, plot_rate_accuracy
 
+    _write_table_and_plot(args, rows, markdown_table, plot_rate_accuracy)
+    return 0
+
+
+def _write_table_and_plot(args: argparse.Namespace, rows, markdown_table, plot) -> None:
+    """``--markdown`` and ``--plot`` of a sweep's rows."""
+    if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(markdown_table(rows))
     if args.plot:
-        from edgecloud.experiments.plots import plot_rate_accuracy
-
-        print(f"plot: {plot_rate_accuracy(rows, args.plot)}")
-    return 0
+        print(f"plot: {plot(rows, args.plot)}")
 
 
 def _payload(data: Any, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -262,7 +265,7 @@ def run_video(args: argparse.Namespace) -> int:
 
     from edgecloud.cli.options import model_name
     from edgecloud.clips import bundled_clip, read_clip
-    from edgecloud.datasets import ImageFolder
+    from edgecloud.experiments.sweep import SweepData
     from edgecloud.experiments.video_sweep import VideoSweep
     from edgecloud.models import load_model
     from edgecloud.partition import default_cut, get_cut
@@ -276,11 +279,10 @@ def run_video(args: argparse.Namespace) -> int:
     for cut in cuts:
         get_cut(model, cut)
     codecs = args.codecs or VIDEO_CODECS
+    calibration = SweepData.split(args.data, model, None, args.calib_images).calibration
     calib = None
-    if args.calib_images:
-        data = ImageFolder(args.data, model.preprocessing)
-        count = min(args.calib_images, len(data))
-        calib = torch.stack([data[i][0] for i in range(len(data) - count, len(data))])
+    if calibration is not None:  # the same images an image sweep calibrates on
+        calib = torch.stack([calibration[i][0] for i in range(len(calibration))])
     print(f"video {path.name}: {len(frames)} frames; calibrations on {args.data} (last "
           f"{args.calib_images} images)")  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -310,13 +312,7 @@ def run_video(args: argparse.Namespace) -> int:
     print()
     print(format_table(rows, VIDEO_TABLE))
     print("\nfidelity = top-1 agreement with the uncompressed model on the same frames")
-    if args.markdown:
-        from edgecloud.experiments.plots import video_markdown_table
+    from edgecloud.experiments.plots import plot_video_rate_fidelity, video_markdown_table
 
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(video_markdown_table(rows))
-    if args.plot:
-        from edgecloud.experiments.plots import plot_video_rate_fidelity
-
-        print(f"plot: {plot_video_rate_fidelity(rows, args.plot)}")
+    _write_table_and_plot(args, rows, video_markdown_table, plot_video_rate_fidelity)
     return 0
