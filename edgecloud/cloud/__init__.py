@@ -6,8 +6,7 @@ loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgecloud.lazy import lazy_exports
 
 _EXPORTS = {
     "BatchingConfig": "edgecloud.cloud.config",
@@ -21,8 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'edgecloud.cloud' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

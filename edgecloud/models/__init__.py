@@ -6,8 +6,7 @@ Imported lazily: the records and constants (``edgecloud.models.record``) do not 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgecloud.lazy import lazy_exports
 
 _EXPORTS = {
     "ModelRecord": "edgecloud.models.record",
@@ -22,8 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'edgecloud.models' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
