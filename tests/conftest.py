@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
@@ -27,6 +27,22 @@ def lite0():
     from edgecloud.models import load_model
 
     return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def sample_images(lite0, samples_dir) -> Callable[[int], torch.Tensor]:
+    """``sample_images(n)``: the first ``n`` shared images, preprocessed for Lite0."""
+    from edgecloud.datasets import ImageFolder
+
+    batches: Dict[int, torch.Tensor] = {}
+
+    def images(n: int) -> torch.Tensor:
+        if n not in batches:
+            dataset = ImageFolder(samples_dir, lite0.preprocessing, limit=n)
+            batches[n] = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        return batches[n]
+
+    return images
 
 
 @pytest.fixture

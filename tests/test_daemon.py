@@ -24,12 +24,9 @@ N_IMAGES = 16
 
 
 @pytest.fixture(scope="module")
-def reference(lite0, samples_dir):
+def reference(lite0, sample_images):
     """Head features, full-model logits and top-1 of the first shared images."""
-    from edgecloud.datasets import ImageFolder
-
-    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=N_IMAGES)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    x = sample_images(N_IMAGES)
     head, _tail = split(lite0, CUT)
     with torch.inference_mode():
         features = head(x).numpy()

@@ -24,11 +24,8 @@ def _start_daemon(endpoint: str) -> DaemonProcess:
     return daemon
 
 
-def test_client_survives_daemon_kill_and_restart(lite0, samples_dir, free_endpoint):
-    from edgecloud.datasets import ImageFolder
-
-    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=4)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
+def test_client_survives_daemon_kill_and_restart(lite0, sample_images, free_endpoint):
+    x = sample_images(4)
     head, _tail = split(lite0, CUT)
     with torch.inference_mode():
         features = head(x).numpy()

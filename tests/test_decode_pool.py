@@ -27,11 +27,8 @@ CODECS = ["q8-ncc-zstd", model_record("efficientnet_lite0").codec_for(CUT)]
 
 
 @pytest.fixture(scope="module")
-def features(lite0, samples_dir):
-    from edgecloud.datasets import ImageFolder
-
-    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=N_IMAGES)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
+def features(lite0, sample_images):
+    x = sample_images(N_IMAGES)
     head, _tail = split(lite0, CUT)
     with torch.inference_mode():
         return head(x).numpy()

@@ -47,11 +47,8 @@ SHAPE = (320, 7, 7)
 
 
 @pytest.fixture(scope="module")
-def reference(lite0, samples_dir):
-    from edgecloud.datasets import ImageFolder
-
-    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=4)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
+def reference(lite0, sample_images):
+    x = sample_images(4)
     head, _tail = split(lite0, CUT)
     with torch.inference_mode():
         features = head(x).numpy()

@@ -31,11 +31,8 @@ LOSSLESS = ["q8-ct-ffv1", "q8-ncc-ffv1", "q12-ct-ffv1", "q4-ccd-ffv1-mse-pc"]
 
 
 @pytest.fixture(scope="module")
-def features(lite0, samples_dir):
-    from edgecloud.datasets import ImageFolder
-
-    ds = ImageFolder(samples_dir, lite0.preprocessing, limit=8)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
+def features(lite0, sample_images):
+    x = sample_images(8)
     head, tail = split(lite0, CUT)
     with torch.inference_mode():
         f = head(x)
