@@ -185,6 +185,9 @@ def test_sweep_of_a_real_clip_writes_frame_and_stream_rows(samples_dir, tmp_path
     assert stream["fidelity"] == frame["fidelity"]  # exact on the symbols: the same features
     assert by[("q8-ncc-zstd", "frame")]["fidelity"] >= 5 / 6
     assert stream["bits_per_element"] > 0 and stream["top5_agreement"] >= stream["fidelity"]
+    for row in rows:  # block bootstrap intervals over the frames
+        assert row["fidelity_lo"] <= row["fidelity"] <= row["fidelity_hi"]
+        assert row["top5_agreement_lo"] <= row["top5_agreement"] <= row["top5_agreement_hi"]
     assert plot.stat().st_size > 10_000 and csv_path.read_text().count("\n") == 4
     assert "bytes/frame" in capsys.readouterr().out
 

@@ -68,6 +68,24 @@ def test_rows_have_the_flat_keys_and_the_baseline(sweep_rows):
             assert np.isfinite(row[key])
 
 
+def test_rows_carry_intervals_and_mcnemar(sweep_rows):
+    rows, _, sweep = sweep_rows
+    for row in rows.values():
+        for key in ("top1", "top5", "top1_drop", "fidelity"):
+            assert row[f"{key}_lo"] <= row[key] <= row[f"{key}_hi"], (row["codec"], key)
+        assert 0.0 < row["mcnemar_p"] <= 1.0
+    raw = rows["raw"]  # lossless: no discordant images, a zero-width drop interval
+    assert raw["mcnemar_p"] == 1.0 and raw["top1_drop_lo"] == raw["top1_drop_hi"] == 0.0
+    assert raw["top1_hi"] - raw["top1_lo"] > 0.1  # 32 images: wide
+    # an unlabelled folder: accuracies and their intervals NaN, fidelity still measured
+    n = 8
+    preds, ref = np.arange(n), {"pred": np.arange(n), "labels": np.full(n, -1)}
+    row = sweep._row("blocks.3", "raw", "raw", 32, preds, np.zeros(n, bool), ref, 800, 100,
+                     0.0, 0.0, 1.0, 1.0, "")  # fmt: skip
+    assert np.isnan([row[k] for k in ("top1", "top1_lo", "top1_drop_hi", "mcnemar_p")]).all()
+    assert row["fidelity"] == row["fidelity_lo"] == row["fidelity_hi"] == 1.0
+
+
 def test_sweep_saves_calibrations_that_decode_its_streams(sweep_rows, lite0):
     rows, _, sweep = sweep_rows
     cal_id = rows["q3-ccd-rans-mse-pc"]["calibration"]
@@ -111,7 +129,16 @@ def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):
     assert [r["codec_canonical"] for r in rows] == ["q8-ncc-lz4-msg-pt", "q3-ncc-lz4-msg-pt"]
     assert len(json.loads(json_path.read_text())["rows"]) == 2
     assert plot.stat().st_size > 10_000
+    assert (tmp_path / "s-fidelity.png").stat().st_size > 10_000
+    assert "fidelity plot:" in captured.out
     assert md.read_text().count("| blocks.5 | `q") == 2
+    assert "McNemar p" in md.read_text() and md.read_text().count(" [") == 6  # 3 per row
+    # an older CSV without the interval columns resumes (rewritten under the new header)
+    old_columns = [c for c in rows[0] if not c.endswith(("_lo", "_hi")) and c != "mcnemar_p"]
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     # the old spellings still work, with a warning naming the new one
     old = ["sweep", "--data", str(samples_dir), "--cuts", "blocks.5", "--limit", "8"]
     old += ["--calib-images", "0", "--workers", "0", "--csv", str(csv_path), "--no-progress"]
@@ -120,6 +147,9 @@ def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):
     assert "resuming: 2 rows" in captured.out
     assert "--cuts is deprecated" in captured.err and "use --cut" in captured.err
     with csv_path.open() as fh:
-        assert len(list(csv.DictReader(fh))) == 3
+        resumed = list(csv.DictReader(fh))
+    assert len(resumed) == 3 and list(resumed[0]) == list(rows[0])
+    assert resumed[0]["top1_lo"] == "" and resumed[2]["codec"] == "f16-lz4"
+    assert float(resumed[2]["top1_lo"]) <= float(resumed[2]["top1"])
     assert main(argv[:-1] + ["--cut", "nope"]) == 1
     assert "nope" in capsys.readouterr().err

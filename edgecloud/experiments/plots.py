@@ -1,11 +1,14 @@
-"""Rate–accuracy plots of sweep rows (log bytes/image vs top-1)."""
+"""Rate–accuracy and rate–fidelity plots of sweep rows (log bytes/image, 95 % error bars) and
+their Markdown tables (values with their intervals)."""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
 
 
 def codec_family(codec: str) -> str:
@@ -35,42 +38,102 @@ def family_label(codecs: Sequence[str]) -> str:
     return "-".join(parts)
 
 
-def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
-    """One curve per (cut, codec family) plus the JPEG-input baseline and the reference line."""
-    import matplotlib
+Interval = Callable[[Mapping[str, object]], Tuple[float, float, float]]
 
-    matplotlib.use("Agg")
+
+def _value(row: Mapping[str, object], key: str) -> float:
+    """``row[key]`` as a float; NaN when missing or empty (a CSV from before the column)."""
+    try:
+        return float(row.get(key, "nan"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _top1(row: Mapping[str, object]) -> Tuple[float, float, float]:
+    """Top-1 % with the *paired* interval of its drop: ``ref - drop_hi .. ref - drop_lo``."""
+    top1, ref = 100.0 * _value(row, "top1"), 100.0 * _value(row, "ref_top1")
+    lo, hi = (ref - 100.0 * _value(row, key) for key in ("top1_drop_hi", "top1_drop_lo"))
+    return top1, lo, hi
+
+
+def _fidelity(row: Mapping[str, object]) -> Tuple[float, float, float]:
+    fidelity, lo, hi = (100.0 * _value(row, k) for k in ("fidelity", "fidelity_lo", "fidelity_hi"))
+    return fidelity, lo, hi
+
+
+def _rate_curves(ax, rows: Sequence[Mapping[str, object]], value: Interval) -> None:
+    """One curve with 95 % error bars per (cut, codec family) of ``value`` (y, lo, hi) against
+    bytes/image, plus the JPEG-input baseline."""
     import matplotlib.pyplot as plt
 
-    curves: Dict[Tuple[str, str], List[Tuple[float, float, str]]] = defaultdict(list)
+    curves: Dict[Tuple[str, str], List[Tuple[float, float, float, float, str]]] = defaultdict(list)
     for row in rows:
         codec = str(row.get("codec_canonical") or row["codec"])
         key = (str(row["cut"]), codec_family(codec))
-        curves[key].append((float(row["bytes_per_image"]), 100.0 * float(row["top1"]), codec))
-    fig, ax = plt.subplots(figsize=(13, 7))
+        curves[key].append((float(row["bytes_per_image"]), *value(row), codec))
     families = sorted({family for _, family in curves if family != "jpeg-input"})
     cuts = sorted({cut for cut, family in curves if family != "jpeg-input"})
     palette = plt.get_cmap("tab20")
     styles = [("-", "o"), ("--", "^"), (":", "s"), ("-.", "D")]
     for (cut, family), points in sorted(curves.items()):
         points.sort()
-        xs, ys, codecs = zip(*points)
+        xs, ys, los, his, codecs = zip(*points)
+        # no bar where the interval is unknown (rows resumed from an older CSV)
+        err = np.nan_to_num([np.subtract(ys, los), np.subtract(his, ys)], nan=0.0).clip(0.0)
         if family == "jpeg-input":
-            label = f"JPEG of the 224x224 input, {family_label(codecs)}"
-            ax.plot(xs, ys, "k--s", label=label, markersize=5, linewidth=2)
+            ax.errorbar(xs, ys, yerr=err, fmt="k--s", markersize=5, linewidth=2, capsize=2,
+                        label=f"JPEG of the 224x224 input, {family_label(codecs)}")  # fmt: skip
             continue
         line, marker = styles[cuts.index(cut) % len(styles)]
         color = palette(families.index(family) % 20)
-        ax.plot(xs, ys, linestyle=line, marker=marker, color=color, markersize=4,
-                label=f"{cut}: {family_label(codecs)}")  # fmt: skip
+        ax.errorbar(xs, ys, yerr=err, linestyle=line, marker=marker, color=color, markersize=4,
+                    capsize=2, elinewidth=0.8, label=f"{cut}: {family_label(codecs)}")  # fmt: skip
+
+
+def plot_rate_accuracy(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
+    """One curve per (cut, codec family) plus the JPEG-input baseline and the reference line;
+    error bars: the 95 % paired bootstrap interval of the drop against the reference."""
+    fig, ax = _figure()
+    _rate_curves(ax, rows, _top1)
     if rows:
         ref = 100.0 * float(rows[0]["ref_top1"])
         ax.axhline(ref, color="grey", linestyle=":", label=f"uncompressed ({ref:.1f} %)")
         ax.axhline(ref - 1.0, color="red", linestyle=":", linewidth=0.8, label="1 point drop")
         model, images = rows[0]["model"], rows[0]["images"]
-        ax.set_title(f"{model}: rate vs accuracy on {images} images")
+        ax.set_title(f"{model}: rate vs accuracy on {images} images "
+                     "(bars: 95 % paired bootstrap interval of the drop)")  # fmt: skip
     return _save(fig, ax, "bytes per image (bitstream incl. header, log scale)",
                  "top-1 accuracy (%)", path)  # fmt: skip
+
+
+def plot_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
+    """Bytes/image against fidelity (top-1 agreement with the uncompressed model), one curve
+    per (cut, codec family) as in :func:`plot_rate_accuracy`, 95 % bootstrap error bars."""
+    fig, ax = _figure()
+    _rate_curves(ax, rows, _fidelity)
+    ax.axhline(100.0, color="grey", linestyle=":", label="uncompressed (100 %)")
+    if rows:
+        model, images = rows[0]["model"], rows[0]["images"]
+        ax.set_title(f"{model}: rate vs fidelity on {images} images "
+                     "(bars: 95 % bootstrap interval)")  # fmt: skip
+    return _save(fig, ax, "bytes per image (bitstream incl. header, log scale)",
+                 "fidelity: top-1 agreement with the uncompressed model (%)", path)  # fmt: skip
+
+
+def fidelity_plot_path(path: Union[str, Path]) -> Path:
+    """Where the sweep writes :func:`plot_rate_fidelity` next to ``--plot PATH``:
+    ``<PATH stem>-fidelity<suffix>``, e.g. ``out.png`` -> ``out-fidelity.png``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-fidelity{path.suffix}")
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(13, 7))
 
 
 def _save(fig, ax, xlabel: str, ylabel: str, path: Union[str, Path]) -> Path:
@@ -97,6 +160,7 @@ MARKDOWN_COLUMNS = (
     ("bits_per_element", "bits/element", "{:.3f}"),
     ("top1", "top-1 %", "{:.2f}"),
     ("top1_drop", "drop (points)", "{:+.2f}"),
+    ("mcnemar_p", "McNemar p", "{:.2g}"),
     ("fidelity", "fidelity %", "{:.2f}"),
     ("encode_ms", "encode ms", "{:.2f}"),
     ("decode_ms", "decode ms", "{:.2f}"),
@@ -112,16 +176,22 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def _markdown(rows: Sequence[Mapping[str, object]], columns, percent) -> str:
-    """``rows`` in order under ``columns`` (key, title, format); ``percent`` keys x 100."""
+    """``rows`` in order under ``columns`` (key, title, format); ``percent`` keys x 100; a key
+    with ``<key>_lo``/``<key>_hi`` in the row shows its interval, ``72.50 [68.90, 76.00]``."""
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |"]
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         cells = []
         for key, _, fmt in columns:
-            value = row[key]
-            if key in percent:
-                value = 100.0 * float(value)
-            cells.append(fmt.format(value))
+            if row.get(key, "") == "":  # a column an older CSV does not have
+                cells.append("")
+                continue
+            scale = 100.0 if key in percent else 1.0
+            cell = fmt.format(scale * float(row[key]) if key in percent else row[key])
+            lo, hi = _value(row, f"{key}_lo"), _value(row, f"{key}_hi")
+            if np.isfinite(lo) and np.isfinite(hi):
+                cell += f" [{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -146,7 +216,8 @@ def video_markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[str, Path]) -> Path:
-    """Bytes/frame against fidelity: one point per row, per-frame hollow, streams filled."""
+    """Bytes/frame against fidelity: one point per row, per-frame hollow, streams filled; error
+    bars: the rows' 95 % block bootstrap interval where they carry one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,8 +229,12 @@ def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[s
     for row in rows:
         color = palette(codecs.index(str(row["codec"])) % 10)
         stream = row["mode"] == "stream"
-        ax.scatter(float(row["bytes_per_frame"]), 100.0 * float(row["fidelity"]), s=50,
-                   color=color if stream else "none", edgecolors=color,
+        x, y = float(row["bytes_per_frame"]), 100.0 * float(row["fidelity"])
+        lo, hi = 100.0 * _value(row, "fidelity_lo"), 100.0 * _value(row, "fidelity_hi")
+        if np.isfinite(lo) and np.isfinite(hi):  # block bootstrap over frames
+            ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
+                        color=color, capsize=2, elinewidth=0.8)  # fmt: skip
+        ax.scatter(x, y, s=50, color=color if stream else "none", edgecolors=color,
                    marker="o" if stream else "s")  # fmt: skip
     for i, codec in enumerate(codecs):
         ax.scatter([], [], color=palette(i % 10), label=codec)

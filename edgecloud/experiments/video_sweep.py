@@ -18,6 +18,7 @@ import torch
 from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
 from edgecloud.codec.stream import StreamDecoder, StreamEncoder, stream_kind
 from edgecloud.errors import CodecSpecError
+from edgecloud.experiments.stats import bootstrap_ci
 from edgecloud.partition import split
 
 
@@ -78,19 +79,22 @@ class VideoSweep:
 
     def _per_frame(self, codec, calibration, features, tail, reference) -> Dict[str, Any]:
         coder = FeatureCodec.from_spec(codec, calibration)
-        return _measure(coder.encode, coder.decode, features, tail, reference, "frame", None)
+        return _measure(coder.encode, coder.decode, features, tail, reference, "frame", None,
+                        self.keyframe_interval)  # fmt: skip
 
     def _stream(self, codec, calibration, skip, features, tail, reference) -> Dict[str, Any]:
         encoder = StreamEncoder(codec, calibration, "sweep", self.keyframe_interval, skip)
         decoder = StreamDecoder({calibration.id: calibration} if calibration else {})
         try:
             return _measure(encoder.encode, decoder.decode, features, tail, reference, "stream",
-                            skip)  # fmt: skip
+                            skip, self.keyframe_interval)  # fmt: skip
         finally:
             encoder.close()
 
 
-def _measure(encode, decode, features, tail, reference, mode, skip) -> Dict[str, Any]:
+def _measure(encode, decode, features, tail, reference, mode, skip, block) -> Dict[str, Any]:
+    """One row's rate, agreement and times; intervals: circular block bootstrap, ``block``
+    consecutive frames per block (neighbouring frames are far from independent)."""
     sizes: List[int] = []
     decoded = []
     encode_s = decode_s = 0.0
@@ -105,13 +109,21 @@ def _measure(encode, decode, features, tail, reference, mode, skip) -> Dict[str,
     with torch.inference_mode():
         top5 = tail(torch.from_numpy(np.stack(decoded))).topk(5, dim=1).indices.numpy()
     n = len(features)
+    agree = top5[:, 0] == reference
+    agree5 = (top5 == reference[:, None]).any(axis=1)
+    fidelity = [round(v, 4) for v in bootstrap_ci(agree, block=block)]
+    top5_ci = [round(v, 4) for v in bootstrap_ci(agree5, block=block)]
     return {
         "mode": mode,
         "skip_levels": skip,
         "bytes_per_frame": round(float(np.mean(sizes)), 1),
         "bits_per_element": round(8.0 * float(np.mean(sizes)) / features[0].size, 4),
-        "fidelity": round(float(np.mean(top5[:, 0] == reference)), 4),
-        "top5_agreement": round(float(np.mean([r in row for r, row in zip(reference, top5)])), 4),
+        "fidelity": round(float(np.mean(agree)), 4),
+        "fidelity_lo": fidelity[0],
+        "fidelity_hi": fidelity[1],
+        "top5_agreement": round(float(np.mean(agree5)), 4),
+        "top5_agreement_lo": top5_ci[0],
+        "top5_agreement_hi": top5_ci[1],
         "encode_ms": round(1000.0 * encode_s / n, 3),
         "decode_ms": round(1000.0 * decode_s / n, 3),
     }
