@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "profile",
     "eval",
     "sweep",
+    "train_codec",
     "calibrate",
     "build",
     "serve",

@@ -162,9 +162,9 @@ def run(args: argparse.Namespace) -> int:
     cut = resolve_cut(spec, args.cut)
     calibration = None
     if args.codec_calibration:
-        from edgecloud.codec import CodecCalibration
+        from edgecloud.codec import load_calibration_file
 
-        calibration = CodecCalibration.load(args.codec_calibration)
+        calibration = load_calibration_file(args.codec_calibration)
     head = head_runner(args, spec, cut)
     skipped: List[str] = []
     records: List[Dict[str, Any]] = []

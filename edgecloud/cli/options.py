@@ -36,7 +36,8 @@ VOCABULARY: Dict[str, str] = {
     "--backend": "head runtime: torch, onnxruntime or tensorrt",
     "--int8": "run the INT8 head of a calibration (onnxruntime, tensorrt)",
     "--int8-calibration": "INT8 calibration folder (default calibration/<model>/<cut>)",
-    "--codec-calibration": "codec calibration file (.npz); repeatable in serve",
+    "--codec-calibration": "codec calibration or learned codec file (.npz); repeatable in "
+    "serve and sweep",
     "--save-calibrations": "folder to save the codec calibrations a sweep fits",
     "--device": "where the model part runs: cpu, cuda[:N] (build/edge also dla:K)",
     "--threads": "compute threads of the model runtime (torch/ONNX Runtime)",
@@ -48,7 +49,17 @@ VOCABULARY: Dict[str, str] = {
     "--markdown": "write the result table as Markdown to PATH",
     "--plot": "write a plot (PNG/PDF/SVG) to PATH",
     "--jsonl": "write one JSON line per frame to PATH",
-    "--resume": "keep the rows already in --csv and run only the missing ones",
+    "--resume": "continue what an interrupted run left: sweep keeps the rows already in --csv, "
+    "train-codec its checkpoint",
+    # train-codec
+    "--name": "train-codec: the learned codec's name (its spec is learned-NAME)",
+    "--lambda": "train-codec: weight of the rate (bits/element) in the loss",
+    "--latent": "train-codec: channels the bottleneck codes",
+    "--stride": "train-codec: 2 halves the coded map's height and width",
+    "--steps": "train-codec: optimisation steps",
+    "--train-images": "train-codec: train on the LAST N images of --data",
+    "--views": "train-codec: augmented crops per training image",
+    "--out": "output folder",
     "--no-progress": "no progress bars",
     "--verbose": "debug logging (and tracebacks of unexpected errors)",
     "--quiet": "warnings and errors only",

@@ -107,6 +107,14 @@ def register(subparsers: Any) -> None:
     )
     add_loader(parser)
     add_save_calibrations(parser)
+    parser.add_argument(
+        "--codec-calibration",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a learned codec (.npz from `edgecloud train-codec`) for its learned-NAME spec; "
+        "repeatable (other codecs are calibrated by the sweep itself)",
+    )
     add_outputs(parser, plot=True, csv=True, markdown=True)
     parser.add_argument(
         "--resume",
@@ -130,6 +138,22 @@ def register(subparsers: Any) -> None:
     )
     add_progress(parser)
     parser.set_defaults(func=run)
+
+
+def _learned_codecs(paths: List[str]) -> Dict[str, Any]:
+    from edgecloud.codec import LearnedCodec, load_calibration_file
+    from edgecloud.errors import ConfigError
+
+    codecs = {}
+    for path in paths:
+        codec = load_calibration_file(path)
+        if not isinstance(codec, LearnedCodec):
+            raise ConfigError(
+                f"--codec-calibration {path}: the sweep fits codec calibrations itself; it "
+                "takes learned codecs (edgecloud train-codec) here"
+            )
+        codecs[codec.name] = codec
+    return codecs
 
 
 def _typed(row: Dict[str, str]) -> Dict[str, Any]:
@@ -202,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.data_workers,
         calibration_dir=Path(args.save_calibrations) if args.save_calibrations else None,
+        learned=_learned_codecs(args.codec_calibration),
         on_bad_image=args.on_bad_image,
         progress=bar.update,
         skip=log.has,

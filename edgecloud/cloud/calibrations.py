@@ -6,12 +6,13 @@ from typing import Any, Dict, Sequence
 
 
 def load_calibrations(paths: Sequence[str], presets: bool) -> Dict[str, Any]:
-    """The shipped presets (if ``presets``) plus the given files (these win on equal ids)."""
-    from edgecloud.codec import CodecCalibration
+    """The shipped presets (if ``presets``) plus the given files (codec calibrations or learned
+    codecs; these win on equal ids)."""
+    from edgecloud.codec import load_calibration_file
     from edgecloud.presets import preset_calibrations
 
     calibrations = dict(preset_calibrations()) if presets else {}
     for path in paths:
-        calibration = CodecCalibration.load(path)
+        calibration = load_calibration_file(path)
         calibrations[calibration.id] = calibration
     return calibrations

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from edgecloud.artifacts import load_arrays, save_arrays
-from edgecloud.codec import coders, quantizer, rans, repack
+from edgecloud.codec import allocation, coders, quantizer, rans, repack
 from edgecloud.codec.arrays import to_float32, to_ncs, working_view
 from edgecloud.codec.spec import CodecSpec, parse_spec
 from edgecloud.errors import ArtifactError, CalibrationError
@@ -68,9 +68,17 @@ class CodecCalibration:
 
     @classmethod
     def fit(
-        cls, features: Any, spec: Union[str, CodecSpec], name: str = "", **meta: Any
+        cls,
+        features: Any,
+        spec: Union[str, CodecSpec],
+        name: str = "",
+        sensitivity: Optional[np.ndarray] = None,
+        **meta: Any,
     ) -> CodecCalibration:
-        """Fit on calibration features (N, C, H, W) (or (N, F)); ``meta`` is stored as notes."""
+        """Fit on calibration features (N, C, H, W) (or (N, F)); ``meta`` is stored as notes.
+
+        ``rdX`` specs need ``sensitivity``: the task's per-channel sensitivity to noise
+        (:func:`edgecloud.partition.sensitivity.channel_sensitivity`) on these features."""
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         if parsed.kind != "quant":
             raise CalibrationError(f"codec {parsed.canonical!r} has nothing to calibrate")
@@ -84,13 +92,26 @@ class CodecCalibration:
         x = to_ncs(arr)
         bits = parsed.bits
         chan_lo, chan_hi = quantizer.message_ranges(x, "pc")
+        dropped = np.zeros(x.shape[1], dtype=bool)
         if parsed.clip == "msg":
             lo, hi = quantizer.message_ranges(x, parsed.scope)
+        elif parsed.target_rate is not None:
+            if sensitivity is None:
+                raise CalibrationError(
+                    f"codec {parsed.canonical!r} allocates bits by channel sensitivity: pass "
+                    "sensitivity= (edgecloud.partition.sensitivity.channel_sensitivity)"
+                )
+            try:
+                plan = allocation.allocate(x, sensitivity, bits, parsed.target_rate)
+            except ValueError as exc:
+                raise CalibrationError(str(exc)) from exc
+            lo, hi, dropped = plan.lo, plan.hi, plan.dropped
+            meta.update(predicted_bits_per_element=round(plan.rate, 4))
         else:
             lo, hi = quantizer.calibrated_ranges(
                 x, parsed.clip, parsed.scope, bits, parsed.percentile, parsed.step_sigmas
             )
-        keep = chan_hi > chan_lo
+        keep = (chan_hi > chan_lo) & ~dropped
         if parsed.scope == "pc":
             keep &= hi > lo
         lo_c = np.broadcast_to(lo, chan_lo.shape)
@@ -204,9 +225,22 @@ def _histograms(sym: np.ndarray, levels: int) -> np.ndarray:
 
 
 def load_calibrations(directory: Union[str, Path]) -> Dict[str, CodecCalibration]:
-    """Every ``*.npz`` codec calibration in ``directory``, keyed by id (for decode_bitstream)."""
+    """Every ``*.npz`` codec calibration and learned codec in ``directory``, keyed by id (for
+    decode_bitstream)."""
     folder = Path(directory)
     if not folder.is_dir():
         raise CalibrationError(f"calibration directory {folder} does not exist")
-    cals = [CodecCalibration.load(path) for path in sorted(folder.glob("*.npz"))]
+    cals = [load_calibration_file(path) for path in sorted(folder.glob("*.npz"))]
     return {cal.id: cal for cal in cals}
+
+
+def load_calibration_file(path: Union[str, Path]) -> Any:
+    """A codec calibration or a learned codec (:class:`~edgecloud.codec.learned.LearnedCodec`),
+    by the file's header; CalibrationError names what is wrong."""
+    from edgecloud.codec.learned import LearnedCodec, is_learned_file
+
+    try:
+        header, _ = load_arrays(path, ())
+    except ArtifactError as exc:
+        raise CalibrationError(f"calibration file {exc}") from exc
+    return LearnedCodec.load(path) if is_learned_file(header) else CodecCalibration.load(path)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgecloud.codec import bitstream, coders, quantizer, repack, video
 from edgecloud.codec.arrays import to_float32, to_ncs, working_view
 from edgecloud.codec.calibration import CodecCalibration
+from edgecloud.codec.learned import LearnedCodec
 from edgecloud.codec.spec import CodecSpec, parse_spec
 from edgecloud.errors import BitstreamError, CalibrationError, CodecSpecError
 
 DTYPE = "float32"
+#: what a FeatureCodec's ``calibration`` may be: fitted tables or a trained bottleneck
+Calibration = Union[CodecCalibration, LearnedCodec]
 
 
 class FeatureCodec:
     """Encodes float feature tensors to bytes and back, as named by a spec string."""
 
-    def __init__(self, spec: CodecSpec, calibration: Optional[CodecCalibration] = None) -> None:
+    def __init__(self, spec: CodecSpec, calibration: Optional[Calibration] = None) -> None:
         if spec.kind == "image-input":
             raise CodecSpecError(
                 f"{spec.canonical!r} compresses the input image, not a feature: "
@@ -31,14 +34,19 @@ class FeatureCodec:
                 "`edgecloud calibrate`)"
             )
         if calibration is not None:
-            if spec.kind != "quant":
+            if spec.kind not in ("quant", "learned"):
                 raise CalibrationError(f"codec {spec.canonical!r} takes no calibration")
+            if (spec.kind == "learned") != isinstance(calibration, LearnedCodec):
+                raise CalibrationError(
+                    f"codec {spec.canonical!r} cannot use {type(calibration).__name__} "
+                    f"{calibration.id!r}"
+                )
             calibration.check(spec)
         self.spec = spec
         self.calibration = calibration
 
     @classmethod
-    def from_spec(cls, spec: str, calibration: Optional[CodecCalibration] = None) -> FeatureCodec:
+    def from_spec(cls, spec: str, calibration: Optional[Calibration] = None) -> FeatureCodec:
         return cls(parse_spec(spec), calibration)
 
     @property
@@ -64,6 +72,11 @@ class FeatureCodec:
             return bitstream.pack(
                 header, coders.encode_bytes(spec.coder, arr.astype(dtype).tobytes())
             )
+        if spec.kind == "learned":
+            cal = self.calibration
+            cal.check(spec, working_view(arr.shape)[1])
+            header = _replace(header, calibration_id=cal.id, calibration_hash=cal.hash)
+            return bitstream.pack(header, cal.encode(arr.reshape(working_view(arr.shape))))
         return self._encode_quant(arr, header)
 
     def _encode_quant(self, arr: np.ndarray, header: bitstream.BitstreamHeader) -> bytes:
@@ -179,6 +192,11 @@ def decode_bitstream(
         dtype = "<f2" if spec.float_bits == 16 else "<f4"
         size = header.elements * np.dtype(dtype).itemsize
         return _frombuffer(coders.decode_bytes(spec.coder, payload, size), dtype, header.shape)
+    if spec.kind == "learned":
+        cal = _find_calibration(header, spec, calibrations)
+        if len(header.shape) not in (3, 4):
+            raise BitstreamError(f"a learned codec codes (N,C,H,W) features, not {header.shape}")
+        return cal.decode(payload, working_view(header.shape)).reshape(header.shape)
     if header.reference_index != bitstream.NO_REFERENCE:
         raise BitstreamError(
             f"frame {header.frame_index} of stream {header.stream_id!r} is coded against frame "

@@ -7,6 +7,8 @@ Grammar (tokens separated by ``-``)::
     qBITS-REPACK-CODER[-CLIP][-SCOPE]     quantize, repack, encode
     qBITS-REPACK-VIDEO[-RATE][-PRESET][-CLIP][-SCOPE]   ... with a video coder
     jpeg-input-qNN                        pseudo-codec: send the 224x224 crop as JPEG
+    learned-NAME                          a trained bottleneck (artifact NAME.npz, see
+                                          :mod:`edgecloud.codec.learned`)
 
 BITS 1..16; REPACK ``ncc`` | ``ccd`` | ``ct``; CODER ``none`` | ``zlib`` | ``zstd`` | ``lz4`` |
 ``rans`` (per-channel tables) | ``crans`` (context-adaptive tables) | ``png`` |
@@ -14,7 +16,9 @@ BITS 1..16; REPACK ``ncc`` | ``ccd`` | ``ct``; CODER ``none`` | ``zlib`` | ``zst
 VIDEO ``hevc`` | ``h264`` (RATE ``qpNN``) | ``av1`` | ``vp9`` (RATE ``crfNN``) | ``ffv1``
 (lossless), PRESET ``ultrafast`` .. ``veryslow`` (see :mod:`edgecloud.codec.video`);
 CLIP ``msg`` (min/max of each message) | ``minmax`` | ``pNN[.N]`` (percentile) | ``mse`` |
-``sX`` (step X standard deviations, levels centred on the calibration mean);
+``sX`` (step X standard deviations, levels centred on the calibration mean) | ``rdX`` (a step per
+channel chosen by rate–distortion bit allocation for X bits/element, see
+:mod:`edgecloud.codec.allocation`; per channel only);
 SCOPE ``pt`` (per tensor) | ``pc`` (per channel).
 """
 
@@ -25,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from edgecloud.codec.learned import NAME_RE
 from edgecloud.codec.video import DEFAULT_PRESET, PRESETS, VIDEO_CODERS, check_rate
 from edgecloud.errors import CodecSpecError
 
@@ -41,12 +46,14 @@ _CODER_RE = re.compile(
 _RATE_RE = re.compile(r"^(qp|crf)\d{1,2}$")
 _PERCENTILE_RE = re.compile(r"^p(\d{2}(?:\.\d+)?)$")
 _STEP_RE = re.compile(r"^s(\d{1,2}(?:\.\d+)?)$")
+_RD_RE = re.compile(r"^rd(\d{1,2}(?:\.\d+)?)$")
 _JPEG_INPUT_RE = re.compile(r"^jpeg-input-q(\d{1,3})$")
 
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """A parsed codec spec. ``kind`` is ``raw``, ``float``, ``quant`` or ``image-input``."""
+    """A parsed codec spec. ``kind`` is ``raw``, ``float``, ``quant``, ``learned`` or
+    ``image-input``."""
 
     kind: str
     float_bits: int = 32  # float kinds: 16 or 32
@@ -54,10 +61,11 @@ class CodecSpec:
     repack: str = "ncc"
     coder: str = "none"
     quality: Optional[int] = None  # lossy image coders and jpeg-input
-    clip: str = "msg"  # msg | minmax | pNN.N | mse
+    clip: str = "msg"  # msg | minmax | pNN.N | mse | sX | rdX
     scope: str = "pt"  # pt | pc
     rate: Optional[str] = None  # lossy video coders: qpNN | crfNN
     preset: Optional[str] = None  # video coders but ffv1: encoder speed preset
+    name: str = ""  # learned: the artifact's name
 
     @property
     def canonical(self) -> str:
@@ -68,6 +76,8 @@ class CodecSpec:
             return f"f{self.float_bits}-{self.coder}"
         if self.kind == "image-input":
             return f"jpeg-input-q{self.quality}"
+        if self.kind == "learned":
+            return f"learned-{self.name}"
         coder = self.coder if self.quality is None else f"{self.coder}{self.quality}"
         video = "".join(f"-{t}" for t in (self.rate, self.preset) if t)
         return f"q{self.bits}-{self.repack}-{coder}{video}-{self.clip}-{self.scope}"
@@ -79,8 +89,10 @@ class CodecSpec:
     @property
     def needs_calibration(self) -> bool:
         """True when the codec cannot run without a CodecCalibration."""
-        return self.kind == "quant" and (
-            self.clip != "msg" or self.repack == "ccd" or self.coder in ("rans", "crans")
+        return (
+            self.kind == "learned"
+            or self.kind == "quant"
+            and (self.clip != "msg" or self.repack == "ccd" or self.coder in ("rans", "crans"))
         )
 
     @property
@@ -91,6 +103,12 @@ class CodecSpec:
     @property
     def step_sigmas(self) -> Optional[float]:
         m = _STEP_RE.match(self.clip)
+        return float(m.group(1)) if m else None
+
+    @property
+    def target_rate(self) -> Optional[float]:
+        """``rdX`` clips: the bit allocation's target, bits per element."""
+        m = _RD_RE.match(self.clip)
         return float(m.group(1)) if m else None
 
     @property
@@ -121,6 +139,13 @@ def parse_spec(spec: str) -> CodecSpec:
     m = _JPEG_INPUT_RE.match(text)
     if m:
         return CodecSpec(kind="image-input", coder="jpeg", quality=_quality(m.group(1), spec))
+    if text.startswith("learned-"):
+        name = text[len("learned-") :]
+        if not NAME_RE.match(name):
+            raise CodecSpecError(
+                f"codec spec {spec!r}: a learned codec's name must match {NAME_RE.pattern}"
+            )
+        return CodecSpec(kind="learned", coder="learned", name=name)
     parts = text.split("-")
     head = parts[0]
     if head in ("f16", "f32"):
@@ -133,7 +158,7 @@ def parse_spec(spec: str) -> CodecSpec:
     if not re.match(r"^q\d{1,2}$", head):
         raise CodecSpecError(
             f"unknown codec spec {spec!r}: expected raw, f16-CODER, "
-            "qBITS-REPACK-CODER[-CLIP][-SCOPE] or jpeg-input-qNN (see docs/codec.md)"
+            "qBITS-REPACK-CODER[-CLIP][-SCOPE], learned-NAME or jpeg-input-qNN (see docs/codec.md)"
         )
     bits = int(head[1:])
     if not 1 <= bits <= 16:
@@ -163,6 +188,7 @@ def parse_spec(spec: str) -> CodecSpec:
                 extra in ("msg",) + CLIPS_CALIBRATED
                 or _PERCENTILE_RE.match(extra)
                 or _STEP_RE.match(extra)
+                or _RD_RE.match(extra)
             )
             and clip is None
             and scope is None
@@ -170,7 +196,7 @@ def parse_spec(spec: str) -> CodecSpec:
             clip = extra
         else:
             raise CodecSpecError(
-                f"codec spec {spec!r}: bad option {extra!r} (CLIP msg|minmax|pNN|mse|sX, then "
+                f"codec spec {spec!r}: bad option {extra!r} (CLIP msg|minmax|pNN|mse|sX|rdX, then "
                 "SCOPE pt|pc)"
             )
     if clip is not None:
@@ -180,6 +206,13 @@ def parse_spec(spec: str) -> CodecSpec:
         m = _STEP_RE.match(clip)
         if m and not float(m.group(1)) > 0:
             raise CodecSpecError(f"codec spec {spec!r}: step must be > 0 standard deviations")
+        m = _RD_RE.match(clip)
+        if m and not 0 < float(m.group(1)) <= bits:
+            raise CodecSpecError(
+                f"codec spec {spec!r}: bit allocation target must be in (0, {bits}] bits/element"
+            )
+        if m and scope == "pt":
+            raise CodecSpecError(f"codec spec {spec!r}: rdX allocates per channel (scope pc)")
     calibrated_anyway = repack == "ccd" or coder in ("rans", "crans")
     if clip is None:
         clip = "mse" if calibrated_anyway else "msg"

@@ -19,11 +19,19 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 import torch
 
-from edgecloud.codec import CodecCalibration, FeatureCodec, ImageInputCodec, parse_spec
+from edgecloud.codec import (
+    CodecCalibration,
+    FeatureCodec,
+    ImageInputCodec,
+    LearnedCodec,
+    parse_spec,
+)
 from edgecloud.datasets import ImageFolder, make_loader
 from edgecloud.errors import DatasetError
+from edgecloud.experiments.stats import accuracy_intervals
 from edgecloud.models import ModelSpec
 from edgecloud.partition import split
+from edgecloud.partition.sensitivity import channel_sensitivity
 
 INPUT_CUT = "input"
 COLUMNS = [
@@ -35,10 +43,19 @@ COLUMNS = [
     "images",
     "calib_images",
     "top1",
+    "top1_lo",
+    "top1_hi",
     "top5",
+    "top5_lo",
+    "top5_hi",
     "ref_top1",
     "top1_drop",
+    "top1_drop_lo",
+    "top1_drop_hi",
+    "mcnemar_p",
     "fidelity",
+    "fidelity_lo",
+    "fidelity_hi",
     "bytes_per_image",
     "bits_per_element",
     "elements",
@@ -109,6 +126,7 @@ class _CutFeatures:
     labels: np.ndarray
     head_ms: float
     calibration: Optional[np.ndarray]
+    sensitivity: Optional[np.ndarray] = None  # per channel, for rdX specs (computed once)
 
 
 Progress = Callable[[int], None]
@@ -163,6 +181,7 @@ class Sweep:
     batch_size: int = 32
     workers: int = 2
     calibration_dir: Optional[Path] = None
+    learned: Dict[str, LearnedCodec] = field(default_factory=dict)  # learned-NAME codecs by name
     on_bad_image: str = "skip"
     progress: Progress = _no_progress
     skip: Callable[[str, str], bool] = lambda cut, codec: False
@@ -203,6 +222,10 @@ class Sweep:
     def rows(self) -> Iterator[Dict[str, object]]:
         feature_codecs = [c for c in self.codecs if parse_spec(c).kind != "image-input"]
         input_codecs = [c for c in self.codecs if parse_spec(c).kind == "image-input"]
+        for cut in self.cuts:  # before any image is read: a missing or unusable learned codec
+            for codec in feature_codecs:
+                if parse_spec(codec).kind == "learned" and not self.skip(cut, codec):
+                    self._learned(parse_spec(codec).name, cut)
         for codec in input_codecs:
             if not self.skip(INPUT_CUT, codec):
                 yield self._input_row(codec, self.reference())
@@ -242,15 +265,20 @@ class Sweep:
             tail(batch)
         return 1e3 * (time.perf_counter() - start) / len(batch)
 
-    def _make_codec(self, cut: str, codec: str, cf: _CutFeatures) -> FeatureCodec:
+    def _make_codec(self, cut: str, codec: str, tail, cf: _CutFeatures) -> FeatureCodec:
         spec = parse_spec(codec)
+        if spec.kind == "learned":
+            return FeatureCodec(spec, self._learned(spec.name, cut))
         if not spec.needs_calibration:
             return FeatureCodec(spec)
         if cf.calibration is None:
             raise DatasetError(f"codec {codec!r} needs calibration images (--calib-images > 0)")
+        if spec.target_rate is not None and cf.sensitivity is None:
+            cf.sensitivity = channel_sensitivity(tail, cf.calibration)
         cal = CodecCalibration.fit(
             cf.calibration,
             spec,
+            sensitivity=cf.sensitivity if spec.target_rate is not None else None,
             model=self.model.name,
             weights=self.model.weights_id,
             cut=cut,
@@ -261,8 +289,31 @@ class Sweep:
             cal.save(self.calibration_dir)
         return FeatureCodec(spec, cal)
 
+    def _learned(self, name: str, cut: str) -> LearnedCodec:
+        """The learned codec ``name``, checked for this model and cut and for training images
+        that would be evaluated on."""
+        codec = self.learned.get(name)
+        if codec is None:
+            raise DatasetError(
+                f"codec learned-{name} needs its file: --codec-calibration {name}.npz "
+                "(made by `edgecloud train-codec`)"
+            )
+        meta = codec.meta
+        if (meta.get("model"), meta.get("cut")) != (self.model.name, cut):
+            raise DatasetError(
+                f"learned codec {name} was trained for {meta.get('model')} at cut "
+                f"{meta.get('cut')!r}, not {self.model.name} at {cut!r}"
+            )
+        overlap = set(meta.get("train_files", ())) & {p.name for p in self.data.evaluation.files}
+        if overlap:
+            raise DatasetError(
+                f"learned codec {name} was trained on {len(overlap)} of the evaluation images "
+                f"(e.g. {sorted(overlap)[0]}): evaluate on images it has not seen (--limit)"
+            )
+        return codec
+
     def _feature_row(self, cut, codec_name, tail, cf: _CutFeatures, tail_ms, ref):
-        codec = self._make_codec(cut, codec_name, cf)
+        codec = self._make_codec(cut, codec_name, tail, cf)
         n = len(cf.features)
         total_bytes, enc_s, dec_s = 0, 0.0, 0.0
         preds, hits5 = [], []
@@ -285,12 +336,15 @@ class Sweep:
                 hits5.append(h)
         elements = int(np.prod(cf.features.shape[1:]))
         spec = codec.spec
-        bits = spec.bits if spec.kind == "quant" else spec.float_bits
-        return self._row(
+        bits = spec.bits if spec.kind in ("quant", "learned") else spec.float_bits
+        row = self._row(
             cut, codec_name, codec.name, bits, np.concatenate(preds), np.concatenate(hits5),
             ref, total_bytes, elements, enc_s, dec_s, cf.head_ms, tail_ms,
             codec.calibration.id if codec.calibration else "",
         )  # fmt: skip
+        if spec.kind == "learned":  # its "calibration" images are the training images
+            row["calib_images"] = len(codec.calibration.meta.get("train_files", ()))
+        return row
 
     def _input_row(self, codec_name: str, ref) -> Dict[str, object]:
         codec = ImageInputCodec.from_spec(codec_name)
@@ -338,9 +392,11 @@ class Sweep:
         def accuracy(hits: np.ndarray) -> float:  # NaN on an unlabelled folder
             return float(np.mean(hits)) if len(hits) else float("nan")
 
-        ref_top1 = accuracy(ref["pred"][known] == labels)
-        top1 = accuracy(preds[known] == labels)
-        cal_images = len(self.data.calibration) if calibration else 0
+        ref_hits, hits = ref["pred"][known] == labels, preds[known] == labels
+        agree = preds == ref["pred"]
+        ref_top1, top1 = accuracy(ref_hits), accuracy(hits)
+        ci = accuracy_intervals(hits, ref_hits, agree, hits5[known])
+        cal_images = len(self.data.calibration or ()) if calibration else 0
         return {
             "model": self.model.name,
             "cut": cut,
@@ -350,10 +406,19 @@ class Sweep:
             "images": n,
             "calib_images": cal_images,
             "top1": top1,
+            "top1_lo": ci["top1_lo"],
+            "top1_hi": ci["top1_hi"],
             "top5": accuracy(hits5[known]),
+            "top5_lo": ci["top5_lo"],
+            "top5_hi": ci["top5_hi"],
             "ref_top1": ref_top1,
             "top1_drop": ref_top1 - top1,
-            "fidelity": float(np.mean(preds == ref["pred"])),
+            "top1_drop_lo": ci["top1_drop_lo"],
+            "top1_drop_hi": ci["top1_drop_hi"],
+            "mcnemar_p": ci["mcnemar_p"],
+            "fidelity": float(np.mean(agree)),
+            "fidelity_lo": ci["fidelity_lo"],
+            "fidelity_hi": ci["fidelity_hi"],
             "bytes_per_image": total_bytes / n,
             "bits_per_element": 8.0 * total_bytes / (n * elements),
             "elements": elements,
@@ -370,20 +435,34 @@ class CsvLog:
 
     def __init__(self, path: Path, resume: bool) -> None:
         self.path = path
+        self.columns = list(COLUMNS)
         self.done: Dict[Tuple[str, str], Dict[str, str]] = {}
         if resume and path.is_file():
             with path.open(newline="") as fh:
-                for row in csv.DictReader(fh):
-                    canonical = row.get("codec_canonical") or parse_spec(row["codec"]).canonical
-                    self.done[(row["cut"], canonical)] = row
+                reader = csv.DictReader(fh)
+                old = list(reader)
+                header = list(reader.fieldnames or [])
+            for row in old:
+                canonical = row.get("codec_canonical") or parse_spec(row["codec"]).canonical
+                self.done[(row["cut"], canonical)] = row
+            self.columns += [c for c in header if c not in self.columns]
+            if header != self.columns:  # an older CSV: rewrite it under the current header
+                self._write(old)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="") as fh:
-                csv.DictWriter(fh, COLUMNS).writeheader()
+            self._write([])
+
+    def _write(self, rows: List[Dict[str, str]]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, self.columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
 
     def has(self, cut: str, codec: str) -> bool:
         return (cut, parse_spec(codec).canonical) in self.done
 
     def append(self, row: Dict[str, object]) -> None:
         with self.path.open("a", newline="") as fh:
-            csv.DictWriter(fh, COLUMNS).writerow(row)
+            csv.DictWriter(fh, self.columns, restval="").writerow(row)

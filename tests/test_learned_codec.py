@@ -1,0 +1,119 @@
+"""Learned bottleneck codecs: training by distillation, the artifact, the bitstream."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgecloud.cli import main
+from edgecloud.codec import (
+    BitstreamError,
+    FeatureCodec,
+    LearnedCodec,
+    decode_bitstream,
+    load_calibration_file,
+    load_calibrations,
+    parse_spec,
+)
+from edgecloud.errors import CalibrationError, CodecSpecError, DatasetError
+from edgecloud.experiments.sweep import Sweep, SweepData
+from edgecloud.partition import split
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, samples_dir):
+    """A tiny codec trained for a few steps through the CLI on the last 8 shared images."""
+    out = tmp_path_factory.mktemp("codecs")
+    code = main(
+        ["train-codec", "--cut", "blocks", "--name", "tiny", "--steps", "6", "--train-images",
+         "8", "--views", "2", "--latent", "4", "--batch-size", "4", "--data", str(samples_dir),
+         "--out", str(out), "--no-progress", "--json", str(out / "summary.json")]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_training_writes_artifact_log_and_plot(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["codec"] == "learned-tiny" and summary["cut"] == "blocks"
+    log = json.loads((trained / "tiny.log.json").read_text())
+    assert [r["step"] for r in log] == [0, 5] and all(r["bits_per_element"] > 0 for r in log)
+    assert (trained / "tiny-training.png").stat().st_size > 0
+    assert not (trained / "tiny.checkpoint.pt").exists()
+    codec = load_calibration_file(trained / "tiny.npz")
+    assert isinstance(codec, LearnedCodec) and codec.hash == summary["sha256"]
+    assert len(codec.meta["train_files"]) == 8 and codec.meta["cut"] == "blocks"
+
+
+def test_round_trip_matches_the_module_on_real_features(trained, lite0, sample_images):
+    codec = load_calibration_file(trained / "tiny.npz")
+    head, _ = split(lite0, "blocks")
+    with torch.inference_mode():
+        feats = head(sample_images(4)).numpy()
+        expected = codec.module(torch.from_numpy(feats))[0].numpy()
+    fc = FeatureCodec(parse_spec("learned-tiny"), codec)
+    out = decode_bitstream(fc.encode(feats), {codec.id: codec})
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    one = decode_bitstream(fc.encode(feats[0]), {codec.id: codec})  # (C, H, W) works too
+    assert one.shape == feats[0].shape
+    np.testing.assert_allclose(one, expected[0], rtol=1e-4, atol=1e-4)
+    # the daemon's way: every .npz of a folder, calibrations and learned codecs alike
+    assert "tiny" in load_calibrations(trained)
+
+
+def test_bad_artifacts_are_refused_with_clear_errors(trained, tmp_path):
+    codec = load_calibration_file(trained / "tiny.npz")
+    state = dict(codec.state)
+    key = next(k for k in state if k.startswith("decoder") and k.endswith("weight"))
+    tampered = LearnedCodec("tiny", codec.config, {**state, key: state[key] + 1}, codec.meta)
+    path = tampered.save(tmp_path)
+    raw = dict(np.load(path, allow_pickle=False))
+    header = json.loads(str(raw["header"]))
+    header["hash"] = codec.hash  # claims the original's hash
+    raw["header"] = np.asarray(json.dumps(header))
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **raw)
+    with pytest.raises(CalibrationError, match="hash mismatch"):
+        load_calibration_file(path)
+    wrong = LearnedCodec("wrong", codec.config.__class__(**{**codec.config.__dict__, "latent": 5}),
+                         state, codec.meta)  # fmt: skip
+    with pytest.raises(CalibrationError, match="do not fit its configuration"):
+        LearnedCodec.load(wrong.save(tmp_path))
+    with pytest.raises(CodecSpecError):
+        parse_spec("learned-Bad-Name")
+
+
+def test_bad_bitstreams_and_shapes(trained, lite0, sample_images):
+    codec = load_calibration_file(trained / "tiny.npz")
+    fc = FeatureCodec(parse_spec("learned-tiny"), codec)
+    with pytest.raises(CalibrationError, match="320 channels"):
+        fc.encode(np.zeros((1, 80, 14, 14), np.float32))
+    head, _ = split(lite0, "blocks")
+    with torch.inference_mode():
+        data = fc.encode(head(sample_images(1)).numpy())
+    with pytest.raises(BitstreamError, match="not provided"):
+        decode_bitstream(data)
+    for cut in (len(data) - 5, 40):
+        with pytest.raises(BitstreamError):
+            decode_bitstream(data[:cut], {codec.id: codec})
+    with pytest.raises(CalibrationError, match="cannot use"):
+        FeatureCodec(parse_spec("q4-ncc-crans-s2.5-pt"), codec)
+
+
+def test_sweep_rows_for_learned_codecs_and_refused_overlap(trained, lite0, samples_dir):
+    codec = load_calibration_file(trained / "tiny.npz")
+    data = SweepData.split(str(samples_dir), lite0, 16, 0)
+    sweep = Sweep(lite0, data, ["blocks"], ["learned-tiny"], learned={"tiny": codec}, workers=0)
+    (row,) = list(sweep.rows())
+    assert row["codec_canonical"] == "learned-tiny" and row["calibration"] == "tiny"
+    assert row["calib_images"] == 8
+    assert row["bits_per_element"] > 0 and row["fidelity_lo"] <= row["fidelity"]
+    everything = SweepData.split(str(samples_dir), lite0, None, 0)  # includes its 8 images
+    sweep = Sweep(lite0, everything, ["blocks"], ["learned-tiny"], learned={"tiny": codec})
+    with pytest.raises(DatasetError, match="trained on 8 of the evaluation images"):
+        list(sweep.rows())
+    with pytest.raises(DatasetError, match="--codec-calibration tiny.npz"):
+        list(Sweep(lite0, data, ["blocks"], ["learned-tiny"], workers=0).rows())
