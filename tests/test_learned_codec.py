@@ -117,3 +117,25 @@ def test_sweep_rows_for_learned_codecs_and_refused_overlap(trained, lite0, sampl
         list(sweep.rows())
     with pytest.raises(DatasetError, match="--codec-calibration tiny.npz"):
         list(Sweep(lite0, data, ["blocks"], ["learned-tiny"], workers=0).rows())
+
+
+def test_daemon_serves_a_learned_codec_to_an_edge(trained, lite0, samples_dir, start_daemon):
+    """`edgecloud serve --codec-calibration NAME.npz` in a child process; the edge encodes with
+    the same artifact; answers equal the local head -> codec -> tail path."""
+    from edgecloud.edge import EdgeClient, iter_frames
+
+    path = trained / "tiny.npz"
+    daemon = start_daemon("--cut", "blocks", "--codec-calibration", str(path))
+    codec = load_calibration_file(path)
+    frames = list(iter_frames(str(samples_dir), limit=3))
+    with EdgeClient(
+        daemon.endpoint, spec=lite0, cut="blocks", codec="learned-tiny", calibration=codec
+    ) as edge:
+        results = list(edge.stream(frames))
+    head, tail = split(lite0, "blocks")
+    fc = FeatureCodec(parse_spec("learned-tiny"), codec)
+    for (_, image), result in zip(frames, results):
+        with torch.inference_mode():
+            feature = head(lite0.preprocessing(image)[None]).numpy()
+            local = tail(torch.from_numpy(fc.decode(fc.encode(feature)))).argmax(1).item()
+        assert result.indices[0] == local and result.bytes_sent < 4000

@@ -54,6 +54,7 @@ VOCABULARY: Dict[str, str] = {
     # train-codec
     "--name": "train-codec: the learned codec's name (its spec is learned-NAME)",
     "--lambda": "train-codec: weight of the rate (bits/element) in the loss",
+    "--beta": "train-codec: weight of the normalised feature MSE in the loss",
     "--latent": "train-codec: channels the bottleneck codes",
     "--stride": "train-codec: 2 halves the coded map's height and width",
     "--steps": "train-codec: optimisation steps",

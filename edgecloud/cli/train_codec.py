@@ -64,6 +64,13 @@ def register(subparsers: Any) -> None:
         help="weight of the rate in bits/element (default 0.05; larger: fewer bytes)",
     )
     parser.add_argument(
+        "--beta",
+        type=positive_float,
+        default=1.0,
+        help="weight of the normalised feature MSE (default 1.0; it keeps the codec from "
+        "memorising the training images' answers)",
+    )
+    parser.add_argument(
         "--latent", type=positive_int, default=24, help="channels coded (default 24)"
     )
     parser.add_argument(
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         cut=cut,
         lmbda=args.lmbda,
+        beta=args.beta,
         latent=args.latent,
         stride=args.stride,
         steps=args.steps,

@@ -119,3 +119,20 @@ def _decode_into(
         return ErrorCode.BAD_BITSTREAM, f"{type(exc).__name__}: {exc}"
     row[...] = feature.reshape(shape)
     return None
+
+
+def warm_up_codecs(calibrations: Mapping[str, Any]) -> None:
+    """One encode/decode round trip through every calibrated or learned codec (compiles the
+    coders, builds tables and modules) before a process says it is ready."""
+    import numpy as np
+
+    from edgecloud.codec import FeatureCodec, LearnedCodec
+
+    for calibration in calibrations.values():
+        codec = FeatureCodec.from_spec(calibration.spec, calibration)
+        if isinstance(calibration, LearnedCodec):
+            config = calibration.config
+            shape = (config.channels, config.height, config.width)
+        else:
+            shape = (calibration.channels, 2, 2)
+        codec.decode(codec.encode(np.zeros(shape, np.float32)))

@@ -280,7 +280,7 @@ def worker_main(
     memory_names: Sequence[str],
 ) -> None:
     """Decode batches from the daemon until it goes away (or this process is terminated)."""
-    from edgecloud.cloud.decode import decode_batch
+    from edgecloud.cloud.decode import decode_batch, warm_up_codecs
     from edgecloud.codec.calibration import load_calibrations
 
     memories = [_attach(name) for name in memory_names]
@@ -290,7 +290,7 @@ def worker_main(
     sock.setsockopt(zmq.ROUTING_ID, identity)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    _warm_up(calibrations)
+    warm_up_codecs(calibrations)
     sock.send_multipart([b"", _READY, b"%d" % os.getpid()])
     parent = os.getppid()
     while True:
@@ -322,15 +322,6 @@ def _attach(name: str) -> shared_memory.SharedMemory:
 
     resource_tracker.unregister(memory._name, "shared_memory")  # type: ignore[attr-defined]
     return memory
-
-
-def _warm_up(calibrations: Dict[str, Any]) -> None:
-    """Compile the coders and touch every calibration before saying READY."""
-    from edgecloud.codec import FeatureCodec
-
-    for calibration in calibrations.values():
-        codec = FeatureCodec.from_spec(calibration.spec, calibration)
-        codec.decode(codec.encode(np.zeros((calibration.channels, 2, 2), np.float32)))
 
 
 if __name__ == "__main__":  # python -m edgecloud.cloud.decode_pool IDENTITY ENDPOINT ...

@@ -34,7 +34,7 @@ from edgecloud.cloud.admission import Admission
 from edgecloud.cloud.calibrations import load_calibrations
 from edgecloud.cloud.compute import Batch, Job, compute
 from edgecloud.cloud.config import ServerConfig, decode_workers, message_limit
-from edgecloud.cloud.decode import precheck
+from edgecloud.cloud.decode import precheck, warm_up_codecs
 from edgecloud.cloud.decode_pool import DecodedBatch, DecodePool
 from edgecloud.cloud.executors import TailExecutor, TorchExecutor
 from edgecloud.cloud.front import Front, Incoming
@@ -205,13 +205,9 @@ class CloudServer:
         """One batch through every tail and one round trip through every calibrated codec
         before the socket opens, so that the first requests do not pay for first calls
         (operator selection, codec tables, imports)."""
-        from edgecloud.codec import FeatureCodec
-
         for entry in self._registry.entries():
             self._executor.run(entry, np.zeros((1, *entry.shape), dtype=np.float32))
-        for calibration in self._calibrations.values():
-            codec = FeatureCodec.from_spec(calibration.spec, calibration)
-            codec.decode(codec.encode(np.zeros((calibration.channels, 2, 2), np.float32)))
+        warm_up_codecs(self._calibrations)
 
     def stop(self, drain_timeout_s: Optional[float] = None) -> None:
         """Stop: new requests get ``shutting_down``; queued ones are computed and answered for

@@ -38,7 +38,7 @@ class TrainConfig:
     name: str
     cut: str
     lmbda: float = 0.05  # weight of the rate, per bit/element
-    beta: float = 0.1  # weight of the normalised feature MSE
+    beta: float = 1.0  # weight of the normalised feature MSE (keeps it from memorising answers)
     latent: int = 24
     hidden: int = 192
     stride: int = 1
