@@ -139,3 +139,24 @@ def test_daemon_serves_a_learned_codec_to_an_edge(trained, lite0, samples_dir, s
             feature = head(lite0.preprocessing(image)[None]).numpy()
             local = tail(torch.from_numpy(fc.decode(fc.encode(feature)))).argmax(1).item()
         assert result.indices[0] == local and result.bytes_sent < 4000
+
+
+def test_edge_side_exports_to_onnx_with_the_head(trained, lite0, sample_images, tmp_path):
+    """Head + encoder as one ONNX graph; ONNX Runtime's latents code to the same payload
+    size and decode to (almost) the torch path's feature."""
+    import onnxruntime as ort
+
+    from edgecloud.quantize.export import export_head_with_encoder
+
+    codec = load_calibration_file(trained / "tiny.npz")
+    head, _ = split(lite0, "blocks")
+    path = export_head_with_encoder(head, codec, lite0.input_shape, tmp_path / "edge.onnx")
+    images = sample_images(2).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    latents = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert latents.shape == (2, *codec.config.latent_shape)
+    with torch.inference_mode():
+        feature = head(torch.from_numpy(images)).numpy()
+    from_onnx = codec.decode(codec.encode_latents(latents), feature.shape)
+    reference = codec.decode(codec.encode(feature), feature.shape)
+    assert np.mean(np.isclose(from_onnx, reference, atol=1e-3)) > 0.99

@@ -242,7 +242,18 @@ class LearnedCodec:
         self._check_shape(feature.shape)
         with torch.inference_mode():
             y = self.module.encode_latent(torch.from_numpy(np.ascontiguousarray(feature)))
-            strings = self.module.entropy.compress(y)
+        return self.encode_latents(y.numpy())
+
+    def encode_latents(self, latents: np.ndarray) -> bytes:
+        """Latents (N, L, h, w) of the encoder (e.g. from an exported edge graph,
+        :func:`edgecloud.quantize.export.export_head_with_encoder`) -> payload."""
+        import torch
+
+        expected = self.config.latent_shape
+        if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+            raise BitstreamError(f"latents of shape {latents.shape}, expected (N, *{expected})")
+        with torch.inference_mode():
+            strings = self.module.entropy.compress(torch.from_numpy(np.asarray(latents)))
         return b"".join(struct.pack("<I", len(s)) + s for s in strings)
 
     def decode(self, payload: bytes, shape) -> np.ndarray:

@@ -120,3 +120,27 @@ def io_shapes(onnx_path: Union[str, Path]) -> Tuple[Tuple, Tuple]:
         return tuple(d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim)
 
     return dims(graph.input[0]), dims(graph.output[0])
+
+
+def export_head_with_encoder(
+    head, learned, input_shape: Sequence[int], path: Union[str, Path], **kwargs
+) -> Path:
+    """Export the edge side of a learned codec (:class:`~edgecloud.codec.LearnedCodec`):
+    ``head`` followed by the codec's encoder, image -> latents (N, L, h, w), checked against
+    torch like :func:`export_onnx`. The latents are what the entropy model codes
+    (``LearnedCodec.encode_latents``), so a TensorRT or ONNX Runtime engine of this graph does
+    all of the edge's arithmetic."""
+    import torch
+
+    bottleneck = learned.module
+
+    class EdgeSide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+            self.bottleneck = bottleneck
+
+        def forward(self, x):
+            return self.bottleneck.encode_latent(self.head(x))
+
+    return export_onnx(EdgeSide(), input_shape, path, **kwargs)
