@@ -104,6 +104,8 @@ def test_expand_codecs_substitutes_bit_depths():
     ]
     assert codec_family("q3-ccd-rans-mse-pc") == "qB-ccd-rans-mse-pc"
     assert codec_family("q4-ncc-crans-s2.5-pt") == "qB-ncc-crans-sX-pt"
+    assert codec_family("q4-ncc-crans-rd0.7-pc") == "qB-ncc-crans-rdX-pc"
+    assert codec_family("learned-lite0_b3") == "learned"
     with pytest.raises(CodecSpecError):
         expand_codecs(["q8-ncc-zip"], None)
 

@@ -370,8 +370,14 @@ def preset_for(spec: Any, cut: str, codec: str) -> Any:
     from edgecloud.codec import parse_spec
     from edgecloud.presets import find_preset
 
-    if not parse_spec(codec).needs_calibration:
+    parsed = parse_spec(codec)
+    if not parsed.needs_calibration:
         return None
+    if parsed.kind == "learned":
+        raise CalibrationError(
+            f"codec {codec!r} is a learned codec: give its file (--codec-calibration "
+            f"{parsed.name}.npz, made by `edgecloud train-codec`)"
+        )
     preset = find_preset(spec.name, spec.weights_id, cut, codec)
     if preset is None:
         recommended = spec.record.codec_for(cut) if spec.record else FALLBACK_CODEC

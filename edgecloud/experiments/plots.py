@@ -15,7 +15,9 @@ def codec_family(codec: str) -> str:
     """Spec with bit depth and step replaced by placeholders: one curve per family."""
     if codec.startswith("jpeg-input-q"):
         return "jpeg-input"
-    return re.sub(r"-s[\d.]+-", "-sX-", re.sub(r"^q\d+", "qB", codec))
+    if codec.startswith("learned-"):
+        return "learned"
+    return re.sub(r"-(s|rd)[\d.]+-", r"-\1X-", re.sub(r"^q\d+", "qB", codec))
 
 
 def family_label(codecs: Sequence[str]) -> str:

@@ -73,6 +73,11 @@ class VideoSweep:
         spec = parse_spec(codec)
         if not spec.needs_calibration:
             return None
+        if spec.kind == "learned" or spec.target_rate is not None:
+            raise CodecSpecError(
+                f"{codec}: the video sweep takes no learned or bit-allocated (rdX) codecs; "
+                "sweep them on images"
+            )
         if calib is None:
             raise CodecSpecError(f"{codec} needs calibration images")
         return CodecCalibration.fit(calib, spec)
