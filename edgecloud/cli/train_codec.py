@@ -32,8 +32,9 @@ then use the spec learned-NAME everywhere, with the file:
   edgecloud serve --codec-calibration codecs/.../NAME.npz
   edgecloud edge --codec learned-NAME --codec-calibration codecs/.../NAME.npz ...
 
-example (about 4 minutes on 2 CPU cores):
-  edgecloud train-codec --cut blocks --name lite0_blocks_l24 --lambda 0.05 --steps 2000
+example (about 6 minutes on 2 CPU cores; see docs/codec.md for what it reaches):
+  edgecloud train-codec --cut blocks.3 --name lite0_b3 --beta 20 --lambda 2 --latent 48 \
+      --steps 1200 --batch-size 16 --views 2
 """
 
 
