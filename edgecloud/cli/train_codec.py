@@ -33,7 +33,7 @@ then use the spec learned-NAME everywhere, with the file:
   edgecloud edge --codec learned-NAME --codec-calibration codecs/.../NAME.npz ...
 
 example (about 6 minutes on 2 CPU cores; see docs/codec.md for what it reaches):
-  edgecloud train-codec --cut blocks.3 --name lite0_b3 --beta 20 --lambda 2 --latent 48 \
+  edgecloud train-codec --cut blocks.3 --name lite0_b3 --beta 20 --lambda 2 --latent 48 \\
       --steps 1200 --batch-size 16 --views 2
 """
 
