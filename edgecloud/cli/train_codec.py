@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import model_name
     from edgecloud.codec.learned import NAME_RE
     from edgecloud.errors import ConfigError
-    from edgecloud.experiments.train_codec import TrainConfig, train_codec
+    from edgecloud.experiments.train_codec import TrainConfig, checkpoint_path, train_codec
     from edgecloud.models import load_model
     from edgecloud.partition import resolve_cut
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_model(model_name(args), args.weights)
     cut = resolve_cut(spec, args.cut)
     out = Path(args.out) if args.out else Path("codecs") / spec.name / cut
-    checkpoint = out / f"{args.name}.checkpoint.pt"
+    checkpoint = checkpoint_path(out, args.name)
     if checkpoint.is_file() and not args.resume:
         raise ConfigError(f"{checkpoint} exists: add --resume to continue it, or delete it")
     config = TrainConfig(

@@ -28,7 +28,10 @@ from edgecloud.errors import DatasetError
 from edgecloud.models import ModelSpec
 from edgecloud.partition import split
 
-CHECKPOINT = "checkpoint.pt"
+
+def checkpoint_path(out_dir: Path, name: str) -> Path:
+    """Where a run of codec ``name`` keeps its checkpoint while it trains."""
+    return out_dir / f"{name}.checkpoint.pt"
 
 
 @dataclass
@@ -143,7 +146,7 @@ def train_codec(
     aux = [p for n, p in module.named_parameters() if n.endswith("quantiles")]
     optimizer = torch.optim.Adam(main, lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux, lr=config.lr)
-    checkpoint = out_dir / f"{config.name}.{CHECKPOINT}"
+    checkpoint = checkpoint_path(out_dir, config.name)
     log: List[Dict[str, float]] = []
     start_step, seconds = 0, 0.0
     if resume and checkpoint.is_file():
@@ -159,12 +162,12 @@ def train_codec(
         log = json.loads(state["log"])
     elements = c * h * w
     generator = torch.Generator().manual_seed(config.seed + start_step)
-    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * s / config.steps))  # noqa: E731
     module.train()
     began = time.perf_counter()
     for step in range(start_step, config.steps):
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * (0.05 + 0.95 * cosine(step))
+            cosine = 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            group["lr"] = config.lr * (0.05 + 0.95 * cosine)
         idx = torch.randint(0, len(feats), (config.batch_size,), generator=generator)
         x, target = feats[idx], teacher[idx]
         x_hat, likelihoods = module(x)
