@@ -160,3 +160,31 @@ def test_edge_side_exports_to_onnx_with_the_head(trained, lite0, sample_images, 
     from_onnx = codec.decode(codec.encode_latents(latents), feature.shape)
     reference = codec.decode(codec.encode(feature), feature.shape)
     assert np.mean(np.isclose(from_onnx, reference, atol=1e-3)) > 0.99
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(lite0, samples_dir, tmp_path):
+    from edgecloud.experiments.train_codec import TrainConfig, checkpoint_path, train_codec
+
+    config = TrainConfig(name="resumed", cut="blocks", steps=210, batch_size=2, latent=4,
+                         hidden=8, train_images=4, views=1)  # fmt: skip
+
+    def stop_after_first_checkpoint(stage: str, done: int, total: int) -> None:
+        if stage == "train" and done == 202:  # the checkpoint of step 200 is written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_codec(lite0, str(samples_dir), config, tmp_path, stop_after_first_checkpoint)
+    checkpoint = checkpoint_path(tmp_path, "resumed")
+    assert checkpoint.is_file()
+    args = ["train-codec", "--cut", "blocks", "--name", "resumed", "--data", str(samples_dir),
+            "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(args) == 1  # refuses to overwrite the checkpoint without --resume
+    result = train_codec(lite0, str(samples_dir), config, tmp_path, resume=True)
+    steps = [r["step"] for r in result.log]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 209
+    assert not checkpoint.exists() and (tmp_path / "resumed.npz").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        train_codec(lite0, str(samples_dir), config, tmp_path, stop_after_first_checkpoint)
+    other = TrainConfig(**{**config.__dict__, "lmbda": 1.0})
+    with pytest.raises(DatasetError, match="other settings"):
+        train_codec(lite0, str(samples_dir), other, tmp_path, resume=True)
