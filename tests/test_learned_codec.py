@@ -188,3 +188,13 @@ def test_interrupted_training_resumes_from_its_checkpoint(lite0, samples_dir, tm
     other = TrainConfig(**{**config.__dict__, "lmbda": 1.0})
     with pytest.raises(DatasetError, match="other settings"):
         train_codec(lite0, str(samples_dir), other, tmp_path, resume=True)
+
+
+def test_sweep_cli_refuses_a_missing_or_wrong_learned_codec_file_before_writing(
+    trained, samples_dir, tmp_path, capsys
+):
+    csv_path = tmp_path / "rows.csv"
+    base = ["sweep", "--codec", "learned-tiny", "--data", str(samples_dir), "--csv", str(csv_path)]
+    assert main([*base, "--codec-calibration", str(tmp_path / "missing.npz")]) == 1
+    assert "missing.npz does not exist" in capsys.readouterr().err
+    assert not csv_path.exists()

@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     for cut in cuts:
         get_cut(model, cut)  # CutPointError lists the valid names
     data = SweepData.split(args.data, model, args.limit, args.calib_images)
+    learned = _learned_codecs(args.codec_calibration)  # a bad file stops before any output
     print(data.describe())
     log = CsvLog(csv_path, args.resume)
     rows: List[Dict[str, Any]] = [_typed(r) for r in log.done.values()]
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.data_workers,
         calibration_dir=Path(args.save_calibrations) if args.save_calibrations else None,
-        learned=_learned_codecs(args.codec_calibration),
+        learned=learned,
         on_bad_image=args.on_bad_image,
         progress=bar.update,
         skip=log.has,
