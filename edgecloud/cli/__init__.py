@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "calibrate",
     "build",
     "serve",
+    "export_triton",
     "edge",
 ]
 

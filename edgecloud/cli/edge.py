@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 from edgecloud.cli.common import write_json
 from edgecloud.cli.options import (
     DEFAULT_ENDPOINT,
+    ExtendNames,
     add_bad_images,
     add_codec,
     add_command,
@@ -21,7 +22,7 @@ from edgecloud.cli.options import (
     add_limit,
     add_model,
     add_outputs,
-    endpoint,
+    endpoints,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -34,6 +35,7 @@ examples:
   edgecloud edge --connect tcp://10.0.0.2:5555 --data clip.mp4 --jsonl results.jsonl
   edgecloud edge --connect tcp://10.0.0.2:5555 --data 0 --codec q8-ncc-zstd   # camera 0
   edgecloud edge --data clip.mp4 --stream          # frames coded against the previous one
+  edgecloud edge --connect tcp://cloud-a:5555,tcp://cloud-b:5555 --data 0   # two daemons
 
 On start the edge pings the daemon (--connect-timeout) and checks that it serves the model,
 weights and cut and knows the codec's calibration; then it warms up (one blank image through
@@ -69,9 +71,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--connect",
-        type=endpoint,
-        default=DEFAULT_ENDPOINT,
-        help=f"daemon endpoint (default {DEFAULT_ENDPOINT})",
+        type=endpoints,
+        action=ExtendNames,
+        default=None,
+        metavar="ENDPOINT[,ENDPOINT]",
+        help=f"daemon endpoint (default {DEFAULT_ENDPOINT}); repeatable: requests are spread "
+        "across the daemons and resent to another when one dies (a --stream stays on one)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -146,7 +151,7 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import head_runner, model_name
     from edgecloud.edge import EdgeClient, iter_frames
-    from edgecloud.edge.client import check_served, probe
+    from edgecloud.edge.client import check_served, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
     from edgecloud.partition import resolve_cut
@@ -157,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     options = SocketOptions(
         curve_secret_file=args.curve_secret, curve_server_key_file=args.curve_server_key
     )
-    info = probe(args.connect, args.connect_timeout, options)  # before loading anything
+    connect = args.connect or [DEFAULT_ENDPOINT]
+    infos = probe_daemons(connect, args.connect_timeout, options)  # before loading anything
     spec = load_model(model_name(args), weights=args.weights)
     cut = resolve_cut(spec, args.cut)
     calibration = None
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     sink = open(args.jsonl, "w") if args.jsonl else None  # noqa: SIM115 - closed below
     try:
         with EdgeClient(
-            args.connect,
+            connect,
             spec=spec,
             cut=cut,
             codec=args.codec,
@@ -186,11 +192,12 @@ def run(args: argparse.Namespace) -> int:
             stream_id=f"{socket.gethostname()}-{os.getpid()}" if args.stream else None,
             keyframe_interval=args.keyframe_interval,
         ) as edge:
-            check_served(info, spec, cut, edge.codec)
+            for info in infos.values():
+                check_served(info, spec, cut, edge.codec)
             edge.warm_up()
             print(
                 f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "
-                f"{args.connect}",
+                f"{', '.join(edge.endpoints)}",
                 file=sys.stderr,
             )
             frames = iter_frames(
@@ -237,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     elif stopped:
         summary["stopped"] = stopped
         print(
-            f"edgecloud edge: error: the daemon at {args.connect} stopped answering after "
+            f"edgecloud edge: error: the daemon at {', '.join(edge.endpoints)} stopped answering "
+            "after "
             f"{len(records)} frames ({stopped})",
             file=sys.stderr,
         )

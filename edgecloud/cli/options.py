@@ -80,6 +80,15 @@ VOCABULARY: Dict[str, str] = {
     "--drain-timeout": "on SIGTERM, seconds to finish queued requests",
     "--max-message-bytes": "bound on a whole request (0: the largest feature served + 64 KiB)",
     "--stats-interval": "seconds between stats log lines",
+    "--executor": "serve: what runs the tails, torch (in the daemon) or triton",
+    "--triton-url": "gRPC HOST:PORT of a Triton Inference Server",
+    "--http-bind": "serve: HOST:PORT of /metrics and /health/{live,ready}",
+    # export-triton
+    "--preferred-batch-sizes": "export-triton: batch sizes Triton's dynamic batcher prefers",
+    "--instances": "export-triton: model instances (Triton instance_group count)",
+    "--instance-kind": "export-triton: where Triton runs the instances: auto, cpu, gpu",
+    "--tensorrt": "export-triton: TensorRT acceleration of the ONNX tails on GPU instances",
+    "--overwrite": "replace outputs that exist",
     "--curve-secret": "CurveZMQ: this side's .key_secret",
     "--curve-clients": "CurveZMQ (serve): folder of allowed edge .key files",
     "--curve-server-key": "CurveZMQ (edge): the daemon's .key",
@@ -186,6 +195,23 @@ def endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"must be a ZeroMQ endpoint such as tcp://HOST:PORT, got {text!r}"
         )
+    return text
+
+
+def endpoints(text: str) -> List[str]:
+    """Comma-separated ZeroMQ endpoints."""
+    return [endpoint(item) for item in names(text)]
+
+
+def host_port(text: str) -> str:
+    """``HOST:PORT``, e.g. ``0.0.0.0:8080`` or ``triton:8001``."""
+    from edgecloud.cloud.config import parse_host_port
+    from edgecloud.errors import ConfigError
+
+    try:
+        parse_host_port(text, "the value")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

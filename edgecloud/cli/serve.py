@@ -19,6 +19,7 @@ from edgecloud.cli.options import (
     add_model,
     add_threads,
     endpoint,
+    host_port,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -32,12 +33,17 @@ examples:
   edgecloud serve --config serve.toml --device cuda
   edgecloud serve --max-batch-size 1              # dynamic batching off
   edgecloud serve --device cuda --precision fp16 --data ../shared/data/imagenet-samples
+  edgecloud serve --executor triton --triton-url triton:8001 --http-bind 0.0.0.0:8080
 
 Flags override the config file. The daemon loads every tail and runs one warm-up batch
 through each, then prints "READY <endpoint>" on stdout; it logs one key=value line per event
 and a stats line every --stats-interval seconds. SIGINT/SIGTERM: queued requests are finished
 and answered for at most --drain-timeout seconds, the rest are answered shutting_down; a
 second signal stops at once.
+
+With --executor triton the tails run on a Triton Inference Server (models written by
+`edgecloud export-triton`); the daemon still receives, checks, decodes and batches. With
+--http-bind it serves Prometheus /metrics, /health/live and /health/ready (docs/runtime.md).
 """
 
 
@@ -157,6 +163,25 @@ def register(subparsers: Any) -> None:
         help="tail arithmetic: fp32 (default) or fp16 with channels-last (for GPUs), "
         "checked against fp32 at start on --data",
     )
+    p.add_argument(
+        "--executor",
+        choices=["torch", "triton"],
+        default=None,
+        help="what runs the tails: torch in this process (default) or a Triton server",
+    )
+    p.add_argument(
+        "--triton-url",
+        type=host_port,
+        default=None,
+        help="--executor triton: the Triton server's gRPC HOST:PORT (default 127.0.0.1:8001)",
+    )
+    p.add_argument(
+        "--http-bind",
+        type=host_port,
+        default=None,
+        help="HOST:PORT serving /metrics (Prometheus), /health/live and /health/ready "
+        "(default: none)",
+    )
     add_data(
         p,
         default=None,
@@ -191,6 +216,9 @@ def build_config(args: argparse.Namespace):
         "workers": args.workers,
         "decode_workers": args.decode_workers,
         "precision": args.precision,
+        "executor": args.executor,
+        "triton_url": args.triton_url,
+        "http_bind": args.http_bind,
         "precision_check_data": args.data,
         "precision_check_images": args.limit,
         "codec_calibrations": args.codec_calibration,

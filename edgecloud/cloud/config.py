@@ -10,6 +10,10 @@ Example ``serve.toml``::
     reply_cache_bytes = 33554432   # reply cache bound in bytes (and reply_cache_size entries)
     decode_workers = -1            # decode processes; -1: cores less one; 0: decode in-process
     workers = 1                    # tail threads
+    executor = "torch"             # what runs the tails: "torch" (here) or "triton" ...
+    triton_url = "127.0.0.1:8001"  # ... a Triton server's gRPC HOST:PORT (edgecloud export-triton)
+    triton_timeout_s = 10.0        # a Triton request not answered by then: executor_unavailable
+    http_bind = ""                 # HOST:PORT of /metrics, /health/live, /health/ready ("": off)
     precision = "fp32"             # or "fp16" (channels-last; GPUs), checked against fp32 ...
     precision_check_data = ""      # ... on these images (top-1 agreement, in the log and ping)
     max_streams = 1024             # stream references held (frames coded against the last)
@@ -43,7 +47,7 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from edgecloud.errors import ConfigError
 from edgecloud.models.record import DEFAULT_MODEL
@@ -106,6 +110,10 @@ class ServerConfig:
     precision_check_images: int = 64
     max_streams: int = 1024  # stream references held; beyond: too_many_streams
     stream_idle_s: float = 60.0  # a stream unused this long is forgotten (needs a keyframe)
+    executor: str = "torch"  # "torch" (tails in this process) or "triton"
+    triton_url: str = "127.0.0.1:8001"  # gRPC HOST:PORT of the Triton server
+    triton_timeout_s: float = 10.0
+    http_bind: str = ""  # HOST:PORT of the metrics and health endpoints ("": none)
     curve_secret_file: Optional[str] = None  # CurveZMQ: the server's .key_secret
     curve_clients_dir: Optional[str] = None  # allow-list of client .key files (None: any)
 
@@ -121,6 +129,17 @@ class ServerConfig:
             raise ConfigError("decode_workers must be >= 0 (0: decode in the tail thread), or -1")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
+        if self.executor not in ("torch", "triton"):
+            raise ConfigError(f"executor must be torch or triton, not {self.executor!r}")
+        if self.executor == "triton" and self.precision != "fp32":
+            raise ConfigError(
+                "precision applies to the torch executor; with Triton, the model's config.pbtxt "
+                "decides (edgecloud export-triton --tensorrt)"
+            )
+        if self.triton_timeout_s <= 0:
+            raise ConfigError("triton_timeout_s must be > 0")
+        if self.http_bind:
+            parse_host_port(self.http_bind, "http_bind")
         if self.precision_check_images < 1:
             raise ConfigError("precision_check_images must be >= 1")
         if self.max_streams < 1 or self.stream_idle_s <= 0:
@@ -137,6 +156,14 @@ class ServerConfig:
         if not self.models:
             raise ConfigError("no models configured")
         return self
+
+
+def parse_host_port(value: str, what: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); ConfigError naming ``what``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what} must be HOST:PORT, e.g. 0.0.0.0:8080, not {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def decode_workers(config: ServerConfig) -> int:

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -36,8 +36,14 @@ from edgecloud.cloud.compute import Batch, Job, compute
 from edgecloud.cloud.config import ServerConfig, decode_workers, message_limit
 from edgecloud.cloud.decode import precheck, warm_up_codecs
 from edgecloud.cloud.decode_pool import DecodedBatch, DecodePool
-from edgecloud.cloud.executors import TailExecutor, TorchExecutor
+from edgecloud.cloud.executors import (
+    ExecutorUnavailable,
+    TailExecutor,
+    TorchExecutor,
+    TritonExecutor,
+)
 from edgecloud.cloud.front import Front, Incoming
+from edgecloud.cloud.metrics import HealthServer, Metrics
 from edgecloud.cloud.ratelog import RateLimitedLog
 from edgecloud.cloud.replies import ReplyBook
 from edgecloud.cloud.stats import ServerStats
@@ -114,6 +120,8 @@ class CloudServer:
         self._io: Optional[threading.Thread] = None
         self._auth: Any = None
         self._front: Optional[Front] = None
+        self._metrics: Optional[Metrics] = None
+        self._http: Optional[HealthServer] = None
         self.max_message_bytes = 0
         self.endpoint: Optional[str] = None
 
@@ -123,6 +131,10 @@ class CloudServer:
         """Load the tails, start the decode workers, bind the socket and start serving;
         returns the bound endpoint."""
         config = self.config
+        if config.http_bind:  # first: a bad address fails before minutes of loading
+            self._metrics = Metrics()
+            self._http = HealthServer(config.http_bind, self._metrics, self.live, self.ready)
+            self._http.start()
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         if self._registry is None:
@@ -130,7 +142,9 @@ class CloudServer:
         if self._calibrations is None:
             self._calibrations = load_calibrations(config.codec_calibrations, config.codec_presets)
         self._streams = StreamStates(self._calibrations, config.max_streams, config.stream_idle_s)
-        if self._executor is None:
+        if self._executor is None and config.executor == "triton":
+            self._executor = TritonExecutor(config.triton_url, config.triton_timeout_s)
+        elif self._executor is None:
             self._executor = TorchExecutor(self._registry.device, precision=config.precision)
         self._check_precision()
         self._warm_up()
@@ -205,8 +219,11 @@ class CloudServer:
         """One batch through every tail and one round trip through every calibrated codec
         before the socket opens, so that the first requests do not pay for first calls
         (operator selection, codec tables, imports)."""
-        for entry in self._registry.entries():
-            self._executor.run(entry, np.zeros((1, *entry.shape), dtype=np.float32))
+        try:
+            for entry in self._registry.entries():
+                self._executor.run(entry, np.zeros((1, *entry.shape), dtype=np.float32))
+        except ExecutorUnavailable as exc:  # serve anyway: not ready until the executor is
+            log.warning("event=executor_unavailable at_start=1 message=%s", json.dumps(str(exc)))
         warm_up_codecs(self._calibrations)
 
     def stop(self, drain_timeout_s: Optional[float] = None) -> None:
@@ -230,7 +247,27 @@ class CloudServer:
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
+        if self._http is not None:
+            self._http.stop()
         log.info("event=stopped %s", json.dumps(self.stats.snapshot()))
+
+    def live(self) -> bool:
+        """False once the I/O loop has ended (``/health/live``); True while loading."""
+        return not self._stopped.is_set() and (self._io is None or self._io.is_alive())
+
+    def ready(self) -> Tuple[bool, str]:
+        """Whether requests can be served now, and why not (``/health/ready``): every tail
+        loaded, serving, not stopping, and the executor able to run every tail."""
+        if self._io is None or not self._io.is_alive():
+            return False, "starting: loading tails and codecs"
+        if self._stop_requested.is_set():
+            return False, "stopping"
+        return self._executor.ready(self._registry.entries())
+
+    @property
+    def http_url(self) -> Optional[str]:
+        """``http://HOST:PORT`` of the metrics and health endpoints (None without them)."""
+        return self._http.url if self._http is not None else None
 
     def wait(self) -> None:
         """Block until the server has stopped."""
@@ -368,6 +405,8 @@ class CloudServer:
             json.dumps(str(exc)),
         )
         self.stats.count(exc.code)
+        if self._metrics is not None:
+            self._metrics.rejected(exc.code)
         self._send(routing_id, Reply.error(request_id, exc.code, str(exc)))
 
     def _send(self, routing_id: bytes, reply: Reply) -> int:
@@ -400,6 +439,11 @@ class CloudServer:
         self.stats.count(reply.code)
         if reply.ok:
             self.stats.record(reply.timings)
+        if self._metrics is not None:
+            r = job.request
+            self._metrics.answered(
+                r.model, r.cut, r.codec, reply.code, len(job.payload), reply.timings
+            )
         self._admission.release(job.client)
         size = 0
         for routing_id in self._replies.finish(job.reply_key):
@@ -506,6 +550,10 @@ class CloudServer:
                 continue
             if batch.slot is not None:
                 self._pool.release(batch.slot)
+            if self._metrics is not None:
+                sizes = [r.timings["batch_size"] for r in replies if r.ok]
+                if sizes:
+                    self._metrics.batch(batch.entry.model, batch.entry.cut, int(sizes[0]))
             for job, reply in zip(batch.jobs, replies):
                 self._finish(job, reply)
 
@@ -535,6 +583,7 @@ class CloudServer:
             "models": self._registry.describe(),
             "device": self.config.device,
             **self._executor.describe(),
+            "http": self.http_url,
             "max_message_bytes": self.max_message_bytes,
             "max_batch_size": b.max_batch_size,
             "max_queue_delay_ms": b.max_queue_delay_ms,
@@ -574,6 +623,11 @@ class CloudServer:
                 replies = compute(
                     batch, self._executor, self._calibrations, self.stats, self._streams
                 )
+            except ExecutorUnavailable as exc:  # logged by the executor when it changes
+                replies = [
+                    Reply.error(job.request.id, ErrorCode.EXECUTOR_UNAVAILABLE, str(exc))
+                    for job in batch.jobs
+                ]
             except Exception as exc:  # a bug or a device failure: answer, log, keep serving
                 log.exception("event=batch_failed size=%d", len(batch.jobs))
                 replies = [

@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -27,6 +29,8 @@ from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import ErrorCode, Reply, Request
 from edgecloud.transport.sockets import SocketOptions
+
+log = logging.getLogger(__name__)
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 CLOUD_TIMINGS = ("decode_ms", "queue_ms", "tail_ms", "server_ms", "batch_size")
@@ -92,7 +96,10 @@ class EdgeClient:
     """Edge runtime for one model and cut, talking to a ``CloudServer``.
 
     Args:
-        endpoint: the daemon, e.g. ``tcp://10.0.0.2:5555``.
+        endpoint: the daemon, e.g. ``tcp://10.0.0.2:5555``, or several daemons serving the
+            same tails: requests are spread across them (ZeroMQ round-robin) and a resend may
+            go to another one, so a dead daemon costs a timeout, not an answer. A stream
+            stays on one of them (chosen from its id).
         model, cut, codec: what to run and how to encode the feature (default: the model's
             default cut and the codec its record recommends there).
         spec: an already loaded ``ModelSpec`` (otherwise ``load_model(model, weights)``).
@@ -109,7 +116,7 @@ class EdgeClient:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Union[str, Sequence[str]],
         model: str = DEFAULT_MODEL,
         cut: Optional[str] = None,
         codec: Optional[str] = None,
@@ -148,8 +155,12 @@ class EdgeClient:
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
         self.output = output
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if stream_id is not None and len(self.endpoints) > 1:  # its references live there
+            self.endpoints = [self.endpoints[zlib.crc32(stream_id.encode()) % len(self.endpoints)]]
+        self._options = options
         self.client = FeatureClient(
-            endpoint, window=window, timeout_s=timeout_s, retries=retries, options=options
+            self.endpoints, window=window, timeout_s=timeout_s, retries=retries, options=options
         )
 
     # -- start-up -----------------------------------------------------------------------------
@@ -162,9 +173,14 @@ class EdgeClient:
         :class:`ServerError` (code ``unknown_model``, ``unknown_cut``, ``weights_mismatch`` or
         ``corrupt_bitstream``) naming what the daemon serves instead.
         """
-        info = ping_daemon(self.client, timeout_s)
-        check_served(info, self.spec, self.cut, self.codec)
-        return info
+        if len(self.endpoints) == 1:
+            info = ping_daemon(self.client, timeout_s)
+            check_served(info, self.spec, self.cut, self.codec)
+            return info
+        infos = probe_daemons(self.endpoints, timeout_s, self._options)
+        for info in infos.values():
+            check_served(info, self.spec, self.cut, self.codec)
+        return next(iter(infos.values()))
 
     def warm_up(self) -> None:
         """Run preprocessing, head and encoder once on a blank image (first calls are slow)."""
@@ -331,6 +347,28 @@ def probe(
     """Ping the daemon at ``endpoint`` once (see :func:`ping_daemon`)."""
     with FeatureClient(endpoint, options=options) as client:
         return ping_daemon(client, timeout_s)
+
+
+def probe_daemons(
+    endpoints: Sequence[str], timeout_s: float = 5.0, options: Optional[SocketOptions] = None
+) -> Dict[str, Dict[str, Any]]:
+    """Ping every daemon at once; the ``ping`` info of those that answer, by endpoint. Those
+    that do not are logged (they join when they come up); :class:`TransportError` if none
+    answers."""
+    with ThreadPoolExecutor(len(endpoints)) as pool:
+        futures = {e: pool.submit(probe, e, timeout_s, options) for e in endpoints}
+    infos: Dict[str, Dict[str, Any]] = {}
+    for endpoint_, future in futures.items():
+        try:
+            infos[endpoint_] = future.result()
+        except TransportError:
+            log.warning("no edgecloud daemon answers at %s (yet); continuing without it", endpoint_)
+    if not infos:
+        raise TransportError(
+            f"no edgecloud daemon answers at any of {', '.join(endpoints)} (waited "
+            f"{timeout_s:g} s); start one with `edgecloud serve --bind ENDPOINT`"
+        )
+    return infos
 
 
 def check_served(info: Dict[str, Any], spec: Any, cut: str, codec: Any) -> None:

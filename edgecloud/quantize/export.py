@@ -38,8 +38,11 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     atol: float = 1e-3,
+    names: Tuple[str, str] = (INPUT_NAME, OUTPUT_NAME),
+    what: str = "head",
 ) -> Path:
-    """Export ``module`` (eval mode, CPU) to ``path``; input ``input`` (N, *input_shape).
+    """Export ``module`` (eval mode, CPU) to ``path``; input ``names[0]`` (N, *input_shape),
+    output ``names[1]`` (``what`` names the part in errors: a head, a tail).
 
     The batch axis is dynamic. With ``check`` the file is verified with ``onnx.checker`` and
     by running it in ONNX Runtime against the torch module on a random batch of 2.
@@ -62,8 +65,8 @@ def export_onnx(
                 module,
                 (example,),
                 None,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                input_names=[names[0]],
+                output_names=[names[1]],
                 dynamic_shapes=({0: batch},),
                 opset_version=max(opset, EXPORT_OPSET),
                 dynamo=True,
@@ -71,7 +74,7 @@ def export_onnx(
                 verbose=False,
             )
     except Exception as exc:  # torch.export raises many types; report them as one
-        raise ExportError(f"cannot export the head to ONNX: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"cannot export the {what} to ONNX: {type(exc).__name__}: {exc}") from exc
     model = program.model_proto
     if _opset(model) != opset:
         model = version_converter.convert_version(model, opset)
@@ -80,7 +83,9 @@ def export_onnx(
     if check:
         diff = compare_with_torch(module, path, input_shape)
         if diff > atol:
-            raise ExportError(f"ONNX export of the head differs from torch by {diff:.3g} > {atol}")
+            raise ExportError(
+                f"ONNX export of the {what} differs from torch by {diff:.3g} > {atol}"
+            )
     return path
 
 

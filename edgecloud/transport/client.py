@@ -5,6 +5,10 @@ blocks while ``window`` requests are unanswered: back-pressure), so the caller c
 next feature while this one is on the wire. Unanswered requests are resent with the *same*
 request id after ``timeout_s`` (the daemon answers duplicates from its reply cache); the
 socket itself reconnects with back-off, so a restarted daemon is picked up transparently.
+
+With several endpoints (daemons) the DEALER round-robins requests across the daemons it is
+connected to; a resend may go to another daemon, and whichever reply comes first resolves the
+future (later ones are counted as duplicates): every request is answered exactly once.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import zmq
 
@@ -27,6 +31,9 @@ from edgecloud.transport.sockets import SocketOptions, make_dealer, send_frames
 
 log = logging.getLogger(__name__)
 _instance_ids = itertools.count()
+#: a request ZeroMQ could not queue (no daemon connected yet, or its queue full) is tried
+#: again this soon; it only counts as an attempt once queued
+UNQUEUED_RETRY_S = 0.02
 
 
 @dataclass
@@ -38,6 +45,7 @@ class _Pending:
     retries: int
     attempts: int = 1
     first_sent: float = field(default_factory=time.perf_counter)
+    queued: bool = False  # the current attempt was handed to ZeroMQ
 
 
 @dataclass
@@ -55,7 +63,7 @@ class FeatureClient:
     """Asynchronous request/reply client for an edgecloud daemon.
 
     Args:
-        endpoint: e.g. ``tcp://127.0.0.1:5555``.
+        endpoint: e.g. ``tcp://127.0.0.1:5555``, or several (daemons serving the same tails).
         window: most requests in flight; ``submit`` blocks beyond it.
         timeout_s: time to wait for a reply before resending the request.
         retries: resends before the future fails with :class:`TransportError`.
@@ -64,7 +72,7 @@ class FeatureClient:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Union[str, Sequence[str]],
         *,
         window: int = 8,
         timeout_s: float = 5.0,
@@ -74,13 +82,16 @@ class FeatureClient:
     ) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
-        self.endpoint = endpoint
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not self.endpoints:
+            raise ValueError("no endpoint given")
+        self.endpoint = ", ".join(self.endpoints)  # for messages
         self.timeout_s = timeout_s
         self.retries = retries
         self.stats = ClientStats()
         self._slots = threading.BoundedSemaphore(window)
         self._ctx = context or zmq.Context.instance()
-        self._sock = make_dealer(self._ctx, endpoint, options)  # first: it validates options
+        self._sock = make_dealer(self._ctx, self.endpoints, options)  # first: validates options
         self._outbox: queue.Queue = queue.Queue()
         self._wake_addr = f"inproc://edgecloud-client-{id(self)}-{next(_instance_ids)}"
         self._wake_lock = threading.Lock()
@@ -198,17 +209,24 @@ class FeatureClient:
                     TransportError(f"request id {request_id} is already in flight")
                 )
                 continue
-            self._pending[request_id] = _Pending(
-                frames, future, time.perf_counter() + timeout_s, timeout_s, retries
-            )
-            self._send(frames)
+            now = time.perf_counter()
+            pending = _Pending(frames, future, now, timeout_s, retries, first_sent=now)
+            self._pending[request_id] = pending
+            self._transmit(pending, now)
             self.stats.sent += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
 
-    def _send(self, frames: List[bytes]) -> None:
-        # zmq.Again: the queue towards an absent daemon is full; the timeout resends it
-        with contextlib.suppress(zmq.Again):
-            send_frames(self._sock, frames, zmq.NOBLOCK)
+    def _transmit(self, pending: _Pending, now: float) -> None:
+        """Hand the request to ZeroMQ; if it cannot take it (no daemon connected, or the queue
+        towards one full), try again soon without counting an attempt."""
+        try:
+            send_frames(self._sock, pending.frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pending.queued = False
+            pending.deadline = now + UNQUEUED_RETRY_S
+            return
+        pending.queued = True
+        pending.deadline = now + pending.timeout_s
 
     def _receive(self) -> None:
         while self._sock.poll(0):
@@ -238,20 +256,28 @@ class FeatureClient:
         for request_id, pending in list(self._pending.items()):
             if pending.deadline > now:
                 continue
-            if pending.attempts > pending.retries:
+            waited = now - pending.first_sent
+            given_up = (
+                pending.attempts > pending.retries
+                if pending.queued
+                else waited > pending.timeout_s * (pending.retries + 1)
+            )
+            if given_up:
                 del self._pending[request_id]
                 self.stats.timeouts += 1
+                what = (
+                    f"after {pending.attempts} attempts of {pending.timeout_s:g} s"
+                    if pending.queued
+                    else f"in {waited:.1f} s: no daemon connected"
+                )
                 pending.future.set_exception(
-                    TransportError(
-                        f"no reply from {self.endpoint} for request {request_id} after "
-                        f"{pending.attempts} attempts of {pending.timeout_s:g} s"
-                    )
+                    TransportError(f"no reply from {self.endpoint} for request {request_id} {what}")
                 )
                 continue
-            pending.attempts += 1
-            pending.deadline = now + pending.timeout_s
-            self._send(pending.frames)
-            self.stats.resent += 1
+            if pending.queued:
+                pending.attempts += 1
+                self.stats.resent += 1
+            self._transmit(pending, now)
 
     def _fail_all(self, exc: TransportError) -> None:
         for pending in self._pending.values():

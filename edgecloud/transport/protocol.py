@@ -54,9 +54,10 @@ class ErrorCode:
     INTERNAL = "internal_error"
     NEED_KEYFRAME = "need_keyframe"  # a stream frame whose reference the daemon lacks
     TOO_MANY_STREAMS = "too_many_streams"
+    EXECUTOR_UNAVAILABLE = "executor_unavailable"  # the tail's executor (Triton) is down
 
-    #: codes after which resending the same request later can succeed
-    RETRYABLE = frozenset({QUEUE_FULL, RATE_LIMITED, SHUTTING_DOWN})
+    #: codes after which resending the same request later can succeed (maybe elsewhere)
+    RETRYABLE = frozenset({QUEUE_FULL, RATE_LIMITED, SHUTTING_DOWN, EXECUTOR_UNAVAILABLE})
 
 
 class BadRequest(ProtocolError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import zmq
 
@@ -77,15 +77,24 @@ def make_router(
 
 
 def make_dealer(
-    context: zmq.Context, endpoint: str, opts: Optional[SocketOptions] = None
+    context: zmq.Context,
+    endpoint: Union[str, Sequence[str]],
+    opts: Optional[SocketOptions] = None,
 ) -> zmq.Socket:
     """Connected DEALER that reconnects with exponential back-off up to ``reconnect_ivl_max_ms``.
+
+    Several endpoints (daemons): ZeroMQ round-robins the requests across them, and with
+    ``ZMQ_IMMEDIATE`` only across daemons it is connected to, so a dead daemon's share goes to
+    the others (what was already queued towards it is resent by the client's timeout). One
+    endpoint: requests wait in its queue while the daemon restarts.
 
     ZMTP heartbeats detect a dead daemon. The receive pipe is unbounded, so the engine never
     stops reading (the libzmq abort described in :func:`make_router` needs a stopped reader);
     what arrives is bounded by the client's own window of requests in flight.
     """
     opts = opts or SocketOptions()
+    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    target = endpoints[0]
     sock = context.socket(zmq.DEALER)
     try:
         sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
@@ -95,14 +104,17 @@ def make_dealer(
         sock.setsockopt(zmq.HEARTBEAT_IVL, opts.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, opts.heartbeat_timeout_ms)
         sock.setsockopt(zmq.HEARTBEAT_TTL, opts.heartbeat_timeout_ms)
+        if len(endpoints) > 1:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
         if opts.curve_secret_file or opts.curve_server_key_file:
             if not (opts.curve_secret_file and opts.curve_server_key_file):
                 raise ConfigError("CURVE clients need their .key_secret and the server's .key")
             secure_client(sock, opts.curve_secret_file, opts.curve_server_key_file)
-        sock.connect(endpoint)
+        for target in endpoints:
+            sock.connect(target)
     except zmq.ZMQError as exc:
         sock.close(0)
-        raise ConfigError(f"cannot connect to {endpoint!r}: {exc}") from None
+        raise ConfigError(f"cannot connect to {target!r}: {exc}") from None
     except BaseException:
         sock.close(0)
         raise

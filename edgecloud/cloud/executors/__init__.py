@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edgecloud.cloud.executors.base import TailExecutor
+from edgecloud.cloud.executors.base import ExecutorUnavailable, TailExecutor
 from edgecloud.cloud.executors.torch_executor import TorchExecutor
+from edgecloud.cloud.executors.triton_executor import TritonExecutor
 
-__all__ = ["TailExecutor", "TorchExecutor"]
+EXECUTORS = ("torch", "triton")
+
+__all__ = ["EXECUTORS", "ExecutorUnavailable", "TailExecutor", "TorchExecutor", "TritonExecutor"]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
 from edgecloud.cloud.tails import TailEntry
+from edgecloud.errors import EdgecloudError
+
+
+class ExecutorUnavailable(EdgecloudError):
+    """The executor cannot run tails now (e.g. its Triton server is down or lacks a model);
+    the daemon answers ``executor_unavailable`` and keeps serving."""
 
 
 class TailExecutor(abc.ABC):
@@ -18,6 +24,10 @@ class TailExecutor(abc.ABC):
     @abc.abstractmethod
     def run(self, entry: TailEntry, features: np.ndarray) -> np.ndarray:
         """Logits (N, classes) float32 of the tail of ``entry`` on ``features`` (N, *shape)."""
+
+    def ready(self, entries: Sequence[TailEntry]) -> Tuple[bool, str]:
+        """Whether the tails of ``entries`` can run now, and if not, why (``/health/ready``)."""
+        return True, ""
 
     def describe(self) -> Dict[str, Any]:
         """What ``ping`` reports about the executor."""
