@@ -70,3 +70,40 @@ def start_daemon() -> Iterator[Callable[..., object]]:
     yield start
     for daemon in started:
         daemon.stop(30)
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory) -> Path:
+    """A Triton model repository with Lite0's tail at ``blocks`` (``edgecloud export-triton``),
+    with a long batcher delay so that Triton's dynamic batching shows in its metrics."""
+    from edgecloud.cli import main
+
+    pytest.importorskip("tritonclient.grpc", reason="needs the triton extra (tritonclient)")
+    out = tmp_path_factory.mktemp("triton") / "models"
+    argv = ["export-triton", "--cut", "blocks", "--out", str(out), "--max-queue-delay-ms", "20"]
+    assert main([*argv, "--preferred-batch-sizes", "4,8", "--max-batch-size", "16"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton_python() -> str:
+    """The interpreter that runs PyTriton (EDGECLOUD_TRITON_PYTHON; .ci/run makes one)."""
+    from edgecloud.cloud.triton.local import ENV, triton_python
+
+    python = triton_python()
+    if python is None:
+        pytest.skip(
+            f"no real Triton server here: {ENV} does not name a python with nvidia-pytriton "
+            "and onnxruntime (a venv of a system python; .ci/run makes one)"
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def local_triton(triton_repository, triton_python, tmp_path_factory) -> Iterator[object]:
+    """A real ``tritonserver`` (PyTriton) serving ``triton_repository`` on loopback."""
+    from edgecloud.cloud.triton.local import LocalTriton
+
+    log = tmp_path_factory.mktemp("triton-log") / "triton.log"
+    with LocalTriton(triton_repository, python=triton_python, log_path=log) as triton:
+        yield triton

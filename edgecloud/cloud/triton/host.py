@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -111,11 +112,14 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # SIGTERM leaves through the context manager, which stops tritonserver and its stubs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = TritonConfig(
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_verbose=0,
+        exit_timeout_secs=5,
     )
     with Triton(config=config) as triton:
         names = bind_repository(triton, args.repository, args.threads)

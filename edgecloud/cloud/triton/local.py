@@ -43,6 +43,30 @@ def triton_python() -> Optional[str]:
     return python if done.returncode == 0 else None
 
 
+def _descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    parents = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,18 +174,25 @@ class LocalTriton:
             return response.read().decode()
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM the server's process group (tritonserver and its stubs); SIGKILL after
-        ``timeout_s``."""
+        """SIGTERM the host (it stops tritonserver and its stubs); SIGKILL whatever of them is
+        left after ``timeout_s``, so the ports are free when this returns."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            children = _descendants(process.pid)  # tritonserver runs in a session of its own
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
             try:
                 process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            for pid in children:
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self._log is not None:
             self._log.close()
             self._log = None
