@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 import torch
@@ -70,6 +72,20 @@ def start_daemon() -> Iterator[Callable[..., object]]:
     yield start
     for daemon in started:
         daemon.stop(30)
+
+
+@pytest.fixture(scope="session")
+def http_get() -> Callable[[str], Tuple[int, bytes]]:
+    """``http_get(url)``: (status, body) of a GET with a real HTTP client, errors included."""
+
+    def get(url: str) -> Tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    return get
 
 
 @pytest.fixture(scope="session")

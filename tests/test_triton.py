@@ -8,8 +8,6 @@ import dataclasses
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import List, Tuple
 
@@ -18,6 +16,7 @@ import pytest
 
 from edgecloud.cli import main
 from edgecloud.cloud.config import BatchingConfig, ModelConfig, ServerConfig
+from edgecloud.cloud.metrics import sample_value
 from edgecloud.cloud.server import CloudServer
 from edgecloud.edge import EdgeClient
 from edgecloud.errors import ArtifactError
@@ -25,29 +24,6 @@ from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import Request, new_request_id
 
 pytest.importorskip("tritonclient.grpc", reason="needs the triton extra (tritonclient)")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples ``name`` (with these labels) in a Prometheus text exposition (the
-    parser names counters ``..._total``, also Triton's, which lack the suffix)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in (name, f"{name}_total") and all(
-                sample.labels.get(k) == v for k, v in labels.items()
-            ):
-                total += sample.value
-    return total
-
-
-def http_get(url: str) -> Tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def model_folder(repository: Path) -> Path:
@@ -162,7 +138,7 @@ def test_results_through_triton_equal_the_torch_executor(local_triton, requests)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
 
 
-def test_triton_batches_requests_of_concurrent_edges(local_triton, requests):
+def test_triton_batches_requests_of_concurrent_edges(local_triton, requests, http_get):
     """8 edges, a daemon that does not batch (max_batch_size 1) but runs 4 tails at once:
     Triton's dynamic batcher merges their requests (fewer executions than requests)."""
     before = local_triton.metrics()
@@ -190,19 +166,19 @@ def test_triton_batches_requests_of_concurrent_edges(local_triton, requests):
     after = local_triton.metrics()
     assert all(r.ok for rs in replies for r in rs) and sum(map(len, replies)) == 64
     model = model_folder(local_triton.repository).name
-    requests_done = metric(after, "nv_inference_request_success", model=model) - metric(
+    requests_done = sample_value(after, "nv_inference_request_success", model=model) - sample_value(
         before, "nv_inference_request_success", model=model
     )
-    executions = metric(after, "nv_inference_exec_count", model=model) - metric(
+    executions = sample_value(after, "nv_inference_exec_count", model=model) - sample_value(
         before, "nv_inference_exec_count", model=model
     )
     # 64 edge requests and the daemon's warm-up batch, in fewer executions
     assert requests_done == 65 and executions < requests_done, (requests_done, executions)
-    assert metric(daemon_metrics, "edgecloud_request_success_total", cut="blocks") == 64
+    assert sample_value(daemon_metrics, "edgecloud_request_success_total", cut="blocks") == 64
 
 
 def test_a_stopped_triton_is_answered_executor_unavailable_and_recovered(
-    triton_repository, triton_python, requests, tmp_path
+    triton_repository, triton_python, requests, tmp_path, http_get
 ):
     from edgecloud.cloud.triton.local import LocalTriton
 
@@ -221,7 +197,10 @@ def test_a_stopped_triton_is_answered_executor_unavailable_and_recovered(
             assert http_get(server.http_url + "/health/live")[0] == 200
             metrics = http_get(server.http_url + "/metrics")[1].decode()
             assert (
-                metric(metrics, "edgecloud_request_failure_total", code="executor_unavailable") == 4
+                sample_value(
+                    metrics, "edgecloud_request_failure_total", code="executor_unavailable"
+                )
+                == 4
             )
 
             back = LocalTriton(

@@ -121,6 +121,21 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples ``name`` with these labels in a Prometheus text exposition (ours
+    or Triton's; the parser names counters ``..._total`` also where the text lacks it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (name, f"{name}_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                total += sample.value
+    return total
+
+
 class HealthServer:
     """``/metrics``, ``/health/live`` and ``/health/ready`` on ``bind`` (``HOST:PORT``; port 0
     picks a free one, see :attr:`port`)."""
