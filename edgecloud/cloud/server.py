@@ -180,11 +180,12 @@ class CloudServer:
         self._io.start()
         b, a = config.batching, config.admission
         log.info(
-            "event=listening endpoint=%s device=%s precision=%s decode_workers=%d "
+            "event=listening endpoint=%s executor=%s device=%s precision=%s decode_workers=%d "
             "max_batch_size=%d max_queue_delay_ms=%g queue_size=%d queue_bytes=%d "
             "max_inflight_per_client=%d rate_per_client=%g max_message_bytes=%d "
             "drain_timeout_s=%g",
             self.endpoint,
+            config.executor,
             config.device,
             config.precision,
             workers,
