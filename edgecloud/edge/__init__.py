@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from edgecloud.edge.adapt import AdaptConfig
 from edgecloud.edge.client import EdgeClient, EdgeResult
 from edgecloud.edge.sources import iter_frames
 
-__all__ = ["EdgeClient", "EdgeResult", "iter_frames"]
+__all__ = ["AdaptConfig", "EdgeClient", "EdgeResult", "iter_frames"]

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from edgecloud.codec.stream import StreamEncoder
-from edgecloud.errors import CalibrationError, ServerError, TransportError
+from edgecloud.edge.adapt import AdaptConfig, RateController
+from edgecloud.errors import CalibrationError, ConfigError, ServerError, TransportError
 from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import ErrorCode, Reply, Request
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path]
 CLOUD_TIMINGS = ("decode_ms", "queue_ms", "tail_ms", "server_ms", "batch_size")
+#: a frame's latency as adaptation sees it
+EDGE_LATENCY = ("preprocess_ms", "head_ms", "encode_ms", "rtt_ms")
 #: times one frame is sent again as (or after) a keyframe before its result is the error
 MAX_KEYFRAME_RESENDS = 3
 
@@ -53,6 +56,7 @@ class EdgeResult:
     attempts: int = 1
     timings: Dict[str, float] = field(default_factory=dict)
     tensor: Optional[np.ndarray] = field(default=None, repr=False)
+    codec: str = ""  # the codec this frame was sent with (it changes with adaptation)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +82,7 @@ class EdgeResult:
                 scores=self.scores,
             )
         out["bytes"] = self.bytes_sent
+        out["codec"] = self.codec
         out["attempts"] = self.attempts
         out.update({k: round(v, 3) for k, v in self.timings.items()})
         return out
@@ -112,6 +117,9 @@ class EdgeClient:
             every ``keyframe_interval`` frames. A frame the daemon answers ``need_keyframe``
             (it lost the reference: restarted, reconnected, a frame lost) is sent again, coded
             against a new keyframe; ``EdgeResult.attempts`` counts it.
+        adapt: choose the codec per frame from ``ladder`` (specs, most bytes first; default:
+            :func:`default_ladder`) to keep each frame's latency under the target (see
+            :mod:`edgecloud.edge.adapt`); ``EdgeResult.codec`` says which was used.
     """
 
     def __init__(
@@ -133,6 +141,8 @@ class EdgeClient:
         options: Optional[SocketOptions] = None,
         stream_id: Optional[str] = None,
         keyframe_interval: int = 30,
+        adapt: Optional[AdaptConfig] = None,
+        ladder: Optional[Sequence[str]] = None,
     ) -> None:
         from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
@@ -151,6 +161,19 @@ class EdgeClient:
         self.stream_encoder: Optional[StreamEncoder] = None
         if stream_id is not None:
             self.stream_encoder = StreamEncoder(codec, calibration, stream_id, keyframe_interval)
+        self.adapt: Optional[RateController] = None
+        self._ladder: List[Any] = []
+        if adapt is not None:
+            if stream_id is not None:
+                raise ConfigError("adaptation and streams do not combine (a stream has one codec)")
+            specs = list(ladder) if ladder else default_ladder(self.spec, cut)
+            self.adapt = RateController(specs, adapt)
+            self._ladder = [
+                self.codec
+                if s == codec
+                else FeatureCodec.from_spec(s, preset_for(self.spec, cut, s))
+                for s in specs
+            ]
         self._encode_lock = threading.Lock()
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
@@ -174,13 +197,17 @@ class EdgeClient:
         ``corrupt_bitstream``) naming what the daemon serves instead.
         """
         if len(self.endpoints) == 1:
-            info = ping_daemon(self.client, timeout_s)
-            check_served(info, self.spec, self.cut, self.codec)
-            return info
-        infos = probe_daemons(self.endpoints, timeout_s, self._options)
+            infos = {self.endpoints[0]: ping_daemon(self.client, timeout_s)}
+        else:
+            infos = probe_daemons(self.endpoints, timeout_s, self._options)
         for info in infos.values():
-            check_served(info, self.spec, self.cut, self.codec)
+            for codec in self.ladder_codecs():
+                check_served(info, self.spec, self.cut, codec)
         return next(iter(infos.values()))
+
+    def ladder_codecs(self) -> List[Any]:
+        """The codecs frames may be sent with (the ladder with adaptation)."""
+        return self._ladder or [self.codec]
 
     def warm_up(self) -> None:
         """Run preprocessing, head and encoder once on a blank image (first calls are slow)."""
@@ -208,12 +235,12 @@ class EdgeClient:
         t2 = time.perf_counter()
         return {"preprocess_ms": (t1 - t0) * 1000.0, "head_ms": (t2 - t1) * 1000.0}, feature
 
-    def _request(self) -> Request:
+    def _request(self, codec: Optional[str] = None) -> Request:
         return Request(
             model=self.spec.name,
             weights_id=self.spec.weights_id,
             cut=self.cut,
-            codec=self.codec_spec,
+            codec=codec or self.codec_spec,
             output=self.output,
             top_k=self.top_k,
         )
@@ -240,17 +267,27 @@ class EdgeClient:
 
     def _send(self, outer, name, timings, feature, after: int, attempts: int) -> None:
         """Encode and send (atomically, so that stream frames leave in order); a frame
-        answered ``need_keyframe`` is sent again after a keyframe, from another thread."""
-        request = self._request()
+        answered ``need_keyframe`` is sent again after a keyframe, from another thread.
+        With adaptation the controller picks the codec, and hears how the frame fared."""
+        rung, frame = self.adapt.choose() if self.adapt is not None else (0, 0)
+        spec = self.adapt.rungs[rung] if self.adapt is not None else self.codec_spec
+        request = self._request(spec)
         with self._encode_lock:
             t0 = time.perf_counter()
-            payload, index = self._encode(feature, after)
+            if self.adapt is not None:
+                payload, index = self._ladder[rung].encode(feature), -1
+            else:
+                payload, index = self._encode(feature, after)
             timings = {**timings, "encode_ms": (time.perf_counter() - t0) * 1000.0}
             inner = self.client.submit(request, payload)
 
         def done(f: Future) -> None:
             result = self._result(name, request.id, len(payload), timings, f)
             result.attempts += attempts
+            result.codec = spec
+            if self.adapt is not None and result.ok:
+                latency = sum(result.timings.get(k, 0.0) for k in EDGE_LATENCY)
+                self.adapt.observe(rung, frame, len(payload), latency)
             if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
                 if self._resender is None:
                     self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-keyframe")
@@ -400,6 +437,13 @@ def check_served(info: Dict[str, Any], spec: Any, cut: str, codec: Any) -> None:
             f"the daemon does not have codec calibration {calibration.id} ({calibration.spec}); "
             "give it the file with `edgecloud serve --codec-calibration FILE`",
         )
+
+
+def default_ladder(spec: Any, cut: str) -> List[str]:
+    """The rate ladder adaptation uses by default: 8-bit and 4-bit with zstd (no calibration),
+    then the codec recommended at ``cut`` (about 13.6, 4.8 and 1.6 KB at Lite0's ``blocks``)."""
+    recommended = spec.record.codec_for(cut) if spec.record else FALLBACK_CODEC
+    return list(dict.fromkeys(["q8-ncc-zstd", "q4-ncc-zstd", recommended]))
 
 
 def preset_for(spec: Any, cut: str, codec: str) -> Any:

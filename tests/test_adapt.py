@@ -1,0 +1,88 @@
+"""The edge's rate controller (edgecloud.edge.adapt) on scripted link behaviour."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgecloud.edge.adapt import AdaptConfig, RateController
+from edgecloud.errors import ConfigError
+
+LADDER = ["q8-ncc-zstd", "q4-ncc-zstd", "q4-ncc-crans-s2.5-pt"]
+SIZES = [13600, 4800, 1600]
+
+
+def run(controller: RateController, frames: int, latency_of) -> list:
+    """Send ``frames`` frames, each answered at once with ``latency_of(size)``; the rungs used."""
+    used = []
+    for _ in range(frames):
+        rung, frame = controller.choose()
+        used.append(rung)
+        controller.observe(rung, frame, SIZES[rung], latency_of(SIZES[rung]))
+    return used
+
+
+def link(mbit_s: float, fixed_ms: float = 30.0):
+    """Latency of a frame of ``size`` bytes on a link of ``mbit_s`` (no queue)."""
+    return lambda size: fixed_ms + size * 8 / (mbit_s * 1000)
+
+
+def test_a_fast_link_keeps_the_best_rung():
+    controller = RateController(LADDER, AdaptConfig(latency_ms=200))
+    assert set(run(controller, 50, link(100))) == {0} and controller.switches == 0
+
+
+def test_a_slow_link_steps_down_as_far_as_needed_at_once():
+    controller = RateController(LADDER, AdaptConfig(latency_ms=100))
+    used = run(controller, 20, link(0.5))  # q8: 248 ms, q4: 107 ms, crans: 56 ms
+    assert used[:3] == [0, 0, 0]  # three answers over the target ...
+    assert used[3:] == [2] * 17  # ... then straight to the rung that fits, and it stays
+    assert controller.switches == 1
+
+
+def test_steps_up_only_after_a_window_of_fast_answers():
+    config = AdaptConfig(latency_ms=100, window=12)
+    controller = RateController(LADDER, config)
+    run(controller, 10, link(0.5))
+    assert controller.rung == 2
+    used = run(controller, 40, link(100))  # the link recovers
+    assert used[:12] == [2] * 12  # held for a window
+    assert used[12:24] == [1] * 12 and controller.rung == 0  # then one rung per window
+
+
+def test_answers_to_frames_sent_before_a_switch_do_not_count():
+    controller = RateController(LADDER, AdaptConfig(latency_ms=100, react=1))
+    early = [controller.choose() for _ in range(4)]  # four frames in flight at rung 0
+    rung, frame = early[0]
+    controller.observe(rung, frame, SIZES[0], 400.0)
+    assert controller.rung == 2
+    for rung, frame in early[1:]:  # their slow answers arrive after the switch
+        controller.observe(rung, frame, SIZES[0], 400.0)
+    assert controller.rung == 2 and controller.switches == 1
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="ladder is empty"):
+        RateController([], AdaptConfig(latency_ms=100))
+    with pytest.raises(ConfigError, match="latency_ms > 0"):
+        AdaptConfig(latency_ms=0).validate()
+    with pytest.raises(ConfigError, match="up_fraction"):
+        AdaptConfig(latency_ms=10, up_fraction=1.5).validate()
+
+
+def test_the_edge_switches_codecs_per_frame_against_a_real_daemon(start_daemon, lite0, samples_dir):
+    """A target no link meets: the edge steps down to the last rung; every frame is answered
+    and records the codec it was sent with, which the daemon decoded."""
+    from edgecloud.edge import EdgeClient
+
+    daemon = start_daemon("--cut", "blocks", "--decode-workers", "0")
+    paths = sorted((samples_dir / "images").iterdir())[:12]
+    with EdgeClient(
+        daemon.endpoint, spec=lite0, cut="blocks", window=1, adapt=AdaptConfig(latency_ms=1.0)
+    ) as edge:
+        assert edge.adapt.rungs == LADDER and len(edge.ladder_codecs()) == 3
+        edge.connect()
+        results = [edge.predict(path) for path in paths]
+    codecs = [r.codec for r in results]
+    assert codecs[:3] == [LADDER[0]] * 3 and codecs[3:] == [LADDER[2]] * 9
+    assert results[0].bytes_sent > 5 * results[-1].bytes_sent
+    assert all(r.to_dict()["codec"] == r.codec for r in results)
