@@ -128,8 +128,13 @@ def _echo(request: Request, payload: bytes) -> Reply:
     return Reply(id=request.id, labels=[payload[:8].hex()], scores=[float(len(payload))])
 
 
+def _slow_echo(request: Request, payload: bytes) -> Reply:
+    time.sleep(0.05)  # the next requests are sent meanwhile
+    return _echo(request, payload)
+
+
 def test_client_matches_replies_to_requests():
-    server = EchoRouter(_echo)
+    server = EchoRouter(_slow_echo)
     try:
         with FeatureClient(server.endpoint, window=8, timeout_s=5) as client:
             payloads = [os.urandom(n) for n in (10, 1000, 70_000, 300_000)]
