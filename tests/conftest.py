@@ -63,8 +63,11 @@ def start_daemon() -> Iterator[Callable[..., object]]:
 
     started: List[DaemonProcess] = []
 
-    def start(*serve_args: str, bind: str = "tcp://127.0.0.1:0") -> DaemonProcess:
-        daemon = DaemonProcess(["--bind", bind, "--stats-interval", "3600", *serve_args])
+    def start(
+        *serve_args: str, bind: str = "tcp://127.0.0.1:0", new_session: bool = False
+    ) -> DaemonProcess:
+        serve = ["--bind", bind, "--stats-interval", "3600", *serve_args]
+        daemon = DaemonProcess(serve, new_session=new_session)
         started.append(daemon)
         daemon.start()
         return daemon

@@ -327,18 +327,26 @@ def test_fair_queue_takes_clients_in_turn_and_bounds_bytes():
 # -- shutdown -----------------------------------------------------------------------------------
 
 
-def test_sigterm_drains_within_the_deadline_and_answers_everything(start_daemon, lite0, reference):
+@pytest.mark.parametrize("to", ["daemon", "process group"])
+def test_sigterm_drains_within_the_deadline_and_answers_everything(
+    start_daemon, lite0, reference, to
+):
+    """Also when SIGTERM reaches the decode workers too (Ctrl-C, systemd's control-group
+    kill): they stay until the daemon has drained."""
     drain = 1.0
     daemon = start_daemon(
         "--cut", CUT, "--threads", "1", "--max-batch-size", "1", "--drain-timeout", str(drain),
-        "--max-inflight-per-client", "1024",
+        "--max-inflight-per-client", "1024", "--decode-workers", "1", new_session=True,
     )  # fmt: skip
     with FeatureClient(daemon.endpoint, window=600, retries=0, timeout_s=60) as client:
         futures = [client.submit(_infer(lite0), reference["payloads"][i % 4]) for i in range(600)]
         while not any(f.done() for f in futures):
             time.sleep(0.01)
         start = time.monotonic()
-        os.kill(daemon.pid, signal.SIGTERM)
+        if to == "daemon":
+            os.kill(daemon.pid, signal.SIGTERM)
+        else:
+            os.killpg(daemon.pid, signal.SIGTERM)
         code = daemon.proc.wait(30)
         elapsed = time.monotonic() - start
         codes = [f.result(30).code for f in futures]  # none lost: each answered once

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -164,16 +165,13 @@ class DecodePool:
         return [w.sentinel for w in self._workers.values() if w.sentinel is not None]
 
     def close(self) -> None:
-        """Stop the workers, free the shared memory."""
+        """Stop the workers (SIGKILL: they ignore SIGTERM, and hold nothing to save), free
+        the shared memory."""
         for worker in self._workers.values():
             if worker.alive():
-                worker.process.terminate()
-        for worker in self._workers.values():
-            try:
-                worker.process.wait(5)
-            except subprocess.TimeoutExpired:
                 worker.process.kill()
-                worker.process.wait()
+        for worker in self._workers.values():
+            worker.process.wait()
             if worker.sentinel is not None:
                 os.close(worker.sentinel)
         self.socket.close(0)
@@ -279,9 +277,16 @@ def worker_main(
     calibration_dir: str,
     memory_names: Sequence[str],
 ) -> None:
-    """Decode batches from the daemon until it goes away (or this process is terminated)."""
+    """Decode batches from the daemon until it goes away or kills this process.
+
+    SIGINT and SIGTERM are ignored: they reach the whole process group (Ctrl-C in a
+    terminal, systemd's default kill mode, ``tini -g``) while the daemon drains, and the
+    daemon needs its decoders until it has answered everything; it kills them afterwards."""
     from edgecloud.cloud.decode import decode_batch, warm_up_codecs
     from edgecloud.codec.calibration import load_calibrations
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     memories = [_attach(name) for name in memory_names]
     calibrations = load_calibrations(calibration_dir)

@@ -13,15 +13,19 @@ _BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:])
 
 
 class DaemonProcess:
-    """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``."""
+    """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``.
+    ``new_session``: in a process group of its own (signals to the group reach its workers)."""
 
-    def __init__(self, serve_args: Sequence[str], verbose: bool = False) -> None:
+    def __init__(
+        self, serve_args: Sequence[str], verbose: bool = False, new_session: bool = False
+    ) -> None:
         command: List[str] = [sys.executable, "-c", _BOOT, "serve", *serve_args]
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=None if verbose else subprocess.DEVNULL,
             text=True,
+            start_new_session=new_session,
         )
         self.endpoint: Optional[str] = None
 
