@@ -86,3 +86,20 @@ def test_the_edge_switches_codecs_per_frame_against_a_real_daemon(start_daemon, 
     assert codecs[:3] == [LADDER[0]] * 3 and codecs[3:] == [LADDER[2]] * 9
     assert results[0].bytes_sent > 5 * results[-1].bytes_sent
     assert all(r.to_dict()["codec"] == r.codec for r in results)
+
+
+def test_edge_cli_adapts_and_summarises_frames_per_codec(
+    start_daemon, samples_dir, tmp_path, capsys
+):
+    import json
+
+    from edgecloud.cli import main
+
+    daemon = start_daemon("--cut", "blocks", "--decode-workers", "0")
+    argv = ["edge", "--connect", daemon.endpoint, "--data", str(samples_dir), "--limit", "8"]
+    summary = tmp_path / "summary.json"
+    assert main([*argv, "--adapt", "1", "--window", "1", "--json", str(summary)]) == 0
+    assert json.loads(summary.read_text())["frames_per_codec"] == {LADDER[0]: 3, LADDER[2]: 5}
+    capsys.readouterr()
+    assert main([*argv, "--codec", "q8-ncc-zstd,q4-ncc-zstd"]) == 1
+    assert "several codecs are a ladder for --adapt" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Dict, Iterable, Iterator, List
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, Iterator, List
 
 from edgecloud.cli.common import write_json
 from edgecloud.cli.options import (
@@ -154,22 +155,42 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Counts, mean bytes and the median of each per-stage timing over the answered frames."""
-    import numpy as np
+class RunningSummary:
+    """Counts, mean bytes, frames per codec and the median of each per-stage timing, over a
+    run of any length (an edge on a camera runs for days): medians over the last
+    ``window`` answered frames."""
 
-    ok = [r for r in records if r["status"] == "ok"]
-    out: Dict[str, Any] = {"images": len(records), "ok": len(ok), "errors": len(records) - len(ok)}
-    if ok:
-        out["bytes_per_image"] = round(float(np.mean([r["bytes"] for r in ok])), 1)
-        codecs = [r["codec"] for r in ok]
-        if len(set(codecs)) > 1:  # adaptation: frames per codec
-            out["frames_per_codec"] = {c: codecs.count(c) for c in dict.fromkeys(codecs)}
-        for stage in SUMMARY_STAGES:
-            values = [r[stage] for r in ok if stage in r]
-            if values:
-                out[f"{stage[:-3]}_p50_ms"] = round(float(np.median(values)), 3)
-    return out
+    def __init__(self, window: int = 10_000) -> None:
+        self.frames = 0
+        self.errors = 0
+        self._bytes = 0
+        self._codecs: Dict[str, int] = {}
+        self._timings: Dict[str, Deque[float]] = {s: deque(maxlen=window) for s in SUMMARY_STAGES}
+
+    def add(self, record: Dict[str, Any]) -> None:
+        self.frames += 1
+        if record["status"] != "ok":
+            self.errors += 1
+            return
+        self._bytes += record["bytes"]
+        self._codecs[record["codec"]] = self._codecs.get(record["codec"], 0) + 1
+        for stage, values in self._timings.items():
+            if stage in record:
+                values.append(record[stage])
+
+    def summary(self) -> Dict[str, Any]:
+        import numpy as np
+
+        ok = self.frames - self.errors
+        out: Dict[str, Any] = {"images": self.frames, "ok": ok, "errors": self.errors}
+        if ok:
+            out["bytes_per_image"] = round(self._bytes / ok, 1)
+            if len(self._codecs) > 1:  # adaptation: frames per codec
+                out["frames_per_codec"] = dict(self._codecs)
+            for stage, values in self._timings.items():
+                if values:
+                    out[f"{stage[:-3]}_p50_ms"] = round(float(np.median(values)), 3)
+        return out
 
 
 def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
@@ -210,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--codec {args.codec}: several codecs are a ladder for --adapt")
     adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
     skipped: List[str] = []
-    records: List[Dict[str, Any]] = []
+    running = RunningSummary()
     stopped = ""
     sink = open(args.jsonl, "w") if args.jsonl else None  # noqa: SIM115 - closed below
     try:
@@ -251,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                         stopped = result.message
                         break
                     record = result.to_dict()
-                    records.append(record)
+                    running.add(record)
                     if sink:
                         sink.write(json.dumps(record) + "\n")
                         sink.flush()
@@ -270,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if sink:
             sink.close()
-    summary = summarize(records)
+    summary = running.summary()
     summary.update(
         model=spec.name,
         cut=cut,
@@ -282,15 +303,17 @@ def run(args: argparse.Namespace) -> int:
     if stopped == "interrupted":
         summary["stopped"] = stopped
         written = f"; their records are in {args.jsonl}" if args.jsonl else ""
-        print(f"edgecloud edge: interrupted after {len(records)} frames{written}", file=sys.stderr)
+        print(
+            f"edgecloud edge: interrupted after {running.frames} frames{written}", file=sys.stderr
+        )
     elif stopped:
         summary["stopped"] = stopped
         print(
             f"edgecloud edge: error: the daemon at {', '.join(edge.endpoints)} stopped answering "
             "after "
-            f"{len(records)} frames ({stopped})",
+            f"{running.frames} frames ({stopped})",
             file=sys.stderr,
         )
     print(json.dumps(summary))
     write_json(args.json_path, summary)
-    return 0 if records and summary["errors"] == 0 and not stopped else 1
+    return 0 if running.frames and running.errors == 0 and not stopped else 1
