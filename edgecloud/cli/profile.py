@@ -21,12 +21,12 @@ def register(subparsers: Any) -> None:
     parser = add_command(
         subparsers,
         "profile",
-        help="per-cut feature size, MACs, parameters and head latency",
+        help="per-cut feature size, MACs, parameters, head and tail latency",
         description="For every cut point (or --cut ...): feature shape and element count, KB at "
-        "fp32/int8, head and tail MACs and parameters, and the latency of the head, of the tail and "
-        "of the whole model measured on this machine (torch fp32, batch 1, median of --repeat "
-        "runs after one warm-up run). `edgecloud plan` reads its --json: the edge's for the "
-        "heads, the cloud's for the tails.",
+        "fp32/int8, head and tail MACs and parameters, and the latency of the head, of the tail "
+        "and of the whole model measured on this machine (torch fp32, batch 1, median of "
+        "--repeat runs after one warm-up run). `edgecloud plan` reads its --json: the edge's "
+        "for the heads, the cloud's for the tails.",
     )
     add_model(parser, positional=True)
     add_cut(parser, many=True, help="cut points to profile (default: all)")
