@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 Column("tail_macs", "tail MACs", "int"),
                 Column("head_params", "head params", "int"),
                 Column("tail_params", "tail params", "int"),
-                Column("head_ms", "head ms", "ms"),
-                Column("tail_ms", "tail ms", "ms"),
+                Column("head_ms", "head ms (median)", "ms"),
+                Column("tail_ms", "tail ms (median)", "ms"),
             ],
         )
     )

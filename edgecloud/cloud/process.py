@@ -13,10 +13,14 @@ _BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:])
 
 
 class DaemonProcess:
-    """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``."""
+    """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``.
+    ``prefix`` runs it through another command, e.g. into a shaped link's network namespace
+    (:meth:`edgecloud.experiments.shaped_link.ShapedLink.command`)."""
 
-    def __init__(self, serve_args: Sequence[str], verbose: bool = False) -> None:
-        command: List[str] = [sys.executable, "-c", _BOOT, "serve", *serve_args]
+    def __init__(
+        self, serve_args: Sequence[str], verbose: bool = False, prefix: Sequence[str] = ()
+    ) -> None:
+        command: List[str] = [*prefix, sys.executable, "-c", _BOOT, "serve", *serve_args]
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

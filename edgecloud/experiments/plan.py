@@ -37,7 +37,7 @@ SPLIT = "split"
 #: the cut of the sweep's ``jpeg-input-qNN`` rows (the image is sent)
 INPUT_CUT = "input"
 #: TCP/IP headers and acknowledgements per payload byte (1500-byte MTU, delayed ACKs)
-PACKET_OVERHEAD = 0.07
+PACKET_OVERHEAD = 0.08
 #: request and reply headers (JSON) of one request, bytes
 MESSAGE_OVERHEAD_BYTES = 600
 #: the link rates of the planner's table, Mbit/s
