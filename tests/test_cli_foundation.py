@@ -22,6 +22,7 @@ def test_profile_lists_at_least_ten_cuts_with_all_columns(tmp_path, capsys):
         "head params",
         "tail params",
         "head ms (median)",
+        "tail ms (median)",
     ):
         assert column in printed
     assert "blocks.3" in printed and "80x14x14" in printed and "15,680" in printed
@@ -39,7 +40,9 @@ def test_profile_lists_at_least_ten_cuts_with_all_columns(tmp_path, capsys):
         "head_params",
         "tail_params",
         "head_ms",
+        "tail_ms",
     } <= set(data["cuts"][0])
+    assert data["model_ms"] > 0
 
 
 def test_eval_split_matches_full_model(tmp_path, samples_dir):

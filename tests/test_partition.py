@@ -89,4 +89,4 @@ def test_profile_columns_and_consistency(lite0):
     assert block3.head_params + block3.tail_params == sum(
         p.numel() for p in lite0.module.parameters()
     )
-    assert all(p.head_ms > 0 for p in profiles)
+    assert all(p.head_ms > 0 and p.tail_ms > 0 for p in profiles)

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "profile",
     "eval",
     "sweep",
+    "plan",
     "train_codec",
     "calibrate",
     "build",

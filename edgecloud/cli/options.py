@@ -120,6 +120,16 @@ VOCABULARY: Dict[str, str] = {
     "--workspace-mb": "TensorRT builder workspace in MB",
     "--rebuild": "ignore a cached engine",
     "--runs": "timed batch-1 runs after the build",
+    # plan
+    "--profile": "plan: `edgecloud profile --json` of the edge (head latency per cut)",
+    "--cloud-profile": "plan: `edgecloud profile --json` of the cloud (tail latency per cut)",
+    "--sweep": "plan: `edgecloud sweep --json` (bytes and accuracy per cut x codec)",
+    "--bandwidth": "plan: link rates in Mbit/s, comma-separated",
+    "--rtt-ms": "plan: network round-trip time added to every request that crosses the link",
+    "--min-fidelity": "plan: accuracy floor, top-1 agreement with the uncompressed model in %",
+    "--max-drop": "plan: accuracy floor, largest top-1 drop in points",
+    "--latency-budget-ms": "plan: latency budget; the most accurate candidate within it wins",
+    "--max-bytes": "plan: bytes-per-image budget; the most accurate candidate within it wins",
 }
 
 #: old spelling -> the option that replaces it (the old ones work until the next release)
@@ -162,6 +172,24 @@ def nonnegative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text!r}")
     return value
+
+
+def percent(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in 0..100, got {text!r}")
+    return value
+
+
+def positive_floats(text: str) -> List[float]:
+    """Comma-separated positive numbers."""
+    try:
+        values = [float(t) for t in names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must all be positive, got {text!r}")
+    return values
 
 
 def quality(text: str) -> int:

@@ -21,10 +21,12 @@ def register(subparsers: Any) -> None:
     parser = add_command(
         subparsers,
         "profile",
-        help="per-cut feature size, MACs, parameters and head latency",
+        help="per-cut feature size, MACs, parameters, head and tail latency",
         description="For every cut point (or --cut ...): feature shape and element count, KB at "
-        "fp32/int8, head and tail MACs and parameters, and the head's latency measured on this "
-        "machine (torch fp32, batch 1, median of --repeat runs after one warm-up run).",
+        "fp32/int8, head and tail MACs and parameters, and the latency of the head, of the tail "
+        "and of the whole model measured on this machine (torch fp32, batch 1, median of "
+        "--repeat runs after one warm-up run). `edgecloud plan` reads its --json: the edge's "
+        "for the heads, the cloud's for the tails.",
     )
     add_model(parser, positional=True)
     add_cut(parser, many=True, help="cut points to profile (default: all)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.models import load_model
     from edgecloud.models.registry import weights_for_structure
     from edgecloud.partition import get_cut
-    from edgecloud.partition.profile import profile_cuts
+    from edgecloud.partition.profile import model_ms, profile_cuts
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cuts = [get_cut(spec, cut) for cut in args.cuts] if args.cuts else None
     profiles = profile_cuts(spec, cuts, repeat=args.repeat, progress=not args.no_progress)
     rows = [p.as_dict() for p in profiles]
+    whole_ms = model_ms(spec, repeat=args.repeat)
     print(
         format_table(
             rows,
@@ -67,16 +70,18 @@ def run(args: argparse.Namespace) -> int:
                 Column("head_params", "head params", "int"),
                 Column("tail_params", "tail params", "int"),
                 Column("head_ms", "head ms (median)", "ms"),
+                Column("tail_ms", "tail ms (median)", "ms"),
             ],
         )
     )
     print(
-        f"\n{spec.name}: {len(rows)} cut points; head ms: torch fp32, batch 1, median of "
-        f"{args.repeat} runs after a warm-up, {torch.get_num_threads()} threads"
+        f"\n{spec.name}: {len(rows)} cut points; whole model {whole_ms:.2f} ms; times: torch "
+        f"fp32, batch 1, median of {args.repeat} runs after a warm-up, "
+        f"{torch.get_num_threads()} threads"
     )
     write_json(
         args.json_path,
         {"model": spec.name, "threads": torch.get_num_threads(), "repeat": args.repeat,
-         "cuts": rows},
+         "model_ms": whole_ms, "cuts": rows},
     )  # fmt: skip
     return 0

@@ -14,12 +14,18 @@ _BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:])
 
 class DaemonProcess:
     """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``.
-    ``new_session``: in a process group of its own (signals to the group reach its workers)."""
+    ``new_session``: in a process group of its own (signals to the group reach its workers);
+    ``prefix`` runs it through another command, e.g. into a shaped link's network namespace
+    (:meth:`edgecloud.experiments.shaped_link.ShapedLink.command`)."""
 
     def __init__(
-        self, serve_args: Sequence[str], verbose: bool = False, new_session: bool = False
+        self,
+        serve_args: Sequence[str],
+        verbose: bool = False,
+        new_session: bool = False,
+        prefix: Sequence[str] = (),
     ) -> None:
-        command: List[str] = [sys.executable, "-c", _BOOT, "serve", *serve_args]
+        command: List[str] = [*prefix, sys.executable, "-c", _BOOT, "serve", *serve_args]
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

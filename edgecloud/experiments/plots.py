@@ -247,3 +247,47 @@ def plot_video_rate_fidelity(rows: Sequence[Mapping[str, object]], path: Union[s
                      f"{rows[0]['frames']} frames")  # fmt: skip
     return _save(fig, ax, "bytes per frame (log scale)",
                  "fidelity: top-1 agreement with the uncompressed model (%)", path)  # fmt: skip
+
+
+def plot_plan(candidates, choices, objective, rtt_ms: float, path: Union[str, Path]) -> Path:
+    """Expected latency against bandwidth (log-log) of every candidate that meets the
+    objective's accuracy floors, the others faint; the planner's choice at each planned
+    bandwidth marked."""
+    from edgecloud.experiments.plan import CLOUD_ONLY, EDGE_ONLY, Objective
+
+    bandwidths = [c.bandwidth_mbps for c in choices]
+    grid = np.geomspace(min(bandwidths) / 2, max(bandwidths) * 2, 200)
+    floors = Objective(objective.min_fidelity, objective.max_drop)
+    fig, ax = _figure()
+    for candidate in candidates:
+        latency = [candidate.latency_ms(bw, rtt_ms) for bw in grid]
+        eligible = floors.accepts(candidate, 0.0)
+        style = {EDGE_ONLY: "--", CLOUD_ONLY: ":"}.get(candidate.kind, "-")
+        ax.plot(
+            grid,
+            latency,
+            style,
+            linewidth=2.2 if candidate.kind in (EDGE_ONLY, CLOUD_ONLY) else 1.2,
+            alpha=1.0 if eligible else 0.15,
+            label=candidate.name if eligible else None,
+        )
+    chosen = [(c.bandwidth_mbps, c.latency_ms, c.candidate) for c in choices if c.candidate]
+    ax.scatter(
+        [bw for bw, _, _ in chosen],
+        [ms for _, ms, _ in chosen],
+        s=90,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=2,
+        zorder=5,
+        label="planner's choice",
+    )
+    previous = None
+    for bw, ms, candidate in chosen:  # name each choice where it starts
+        if candidate == previous:
+            continue
+        previous = candidate
+        ax.annotate(candidate.name, (bw, ms), textcoords="offset points", xytext=(4, 8),
+                    fontsize=7, rotation=30)  # fmt: skip
+    ax.set_yscale("log")
+    return _save(fig, ax, "link bandwidth (Mbit/s)", "expected end-to-end latency (ms)", path)

@@ -1,4 +1,5 @@
-"""Per-cut cost profile: feature size, MACs and parameters on each side, head latency."""
+"""Per-cut cost profile: feature size, MACs and parameters on each side, head and tail
+latency, and the whole model's latency (what ``edgecloud plan`` needs from each machine)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class CutProfile:
     head_params: int
     tail_params: int
     head_ms: float
+    tail_ms: float
 
     def as_dict(self) -> Dict[str, object]:
         row = asdict(self)
@@ -100,7 +102,9 @@ def profile_cuts(
         head_nodes = nodes[: position + 1]
         head_macs = sum(counter.macs.get(n, 0) for n in head_nodes)
         head_params = sum(sizes[n].numel() for n in _params_used(graph_module, head_nodes))
-        head, _ = partitioner.split(cut.name)
+        head, tail = partitioner.split(cut.name)
+        with torch.inference_mode():
+            feature = head(example)
         profiles.append(
             CutProfile(
                 cut=cut.name,
@@ -114,6 +118,12 @@ def profile_cuts(
                 head_params=head_params,
                 tail_params=total_params - head_params,
                 head_ms=_median_ms(head, example, repeat),
+                tail_ms=_median_ms(tail, feature, repeat),
             )
         )
     return profiles
+
+
+def model_ms(model, repeat: int = 5) -> float:
+    """Median latency of the whole model of a ModelSpec (batch 1, after one warm-up run)."""
+    return _median_ms(model.module.eval(), torch.randn(1, *model.input_shape), repeat)
