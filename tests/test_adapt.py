@@ -103,3 +103,25 @@ def test_edge_cli_adapts_and_summarises_frames_per_codec(
     capsys.readouterr()
     assert main([*argv, "--codec", "q8-ncc-zstd,q4-ncc-zstd"]) == 1
     assert "several codecs are a ladder for --adapt" in capsys.readouterr().err
+
+
+def test_an_adaptive_edge_lowers_its_rate_when_a_shaped_link_drops(lite0, samples_dir, tmp_path):
+    """Daemon and edge in a network namespace whose loopback is shaped to 10 Mbit/s, then to
+    1 Mbit/s after 25 frames: the edge moves to smaller codecs and loses no frame."""
+    import json
+
+    from edgecloud.experiments.adapt_run import StepRun, reference_top1, run_step
+    from edgecloud.experiments.shaped_link import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no shaped link here: {reason}")
+    run = StepRun(str(samples_dir), frames=60, fps=10, step_after=25, adapt_ms=150.0)
+    result = run_step(run, tmp_path, reference_top1(lite0, str(samples_dir), run.frames))
+    assert result["edge_exit_code"] == 0 and result["lost"] == 0, result
+    before, after = result["before"], result["after"]
+    assert set(before["codecs"]) == {LADDER[0]}, result  # 10 Mbit/s carries 8-bit features
+    frames = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    later = frames[result["step_after_frames"] + 10 :]  # after the frames in flight at the step
+    assert later and LADDER[0] not in {f["codec"] for f in later}, result  # 1 Mbit/s: fewer bytes
+    assert after["bytes_per_frame"] < before["bytes_per_frame"], result
