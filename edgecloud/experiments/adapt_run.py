@@ -147,6 +147,8 @@ def summarize(
             "bytes_per_frame": round(statistics.mean(f["bytes"] for f in ok), 1) if ok else None,
             "codecs": codecs,
             "fidelity": round(sum(agree) / len(agree), 4) if agree else None,
+            "latencies_ms": [round(value, 1) for value in latencies],  # in frame order
+            "head_ms": [round(f["head_ms"], 1) for f in ok],
         }
     target = run.adapt_ms
     if target is not None:
