@@ -60,3 +60,14 @@ def test_errors_are_one_line_and_nonzero(capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["cuts", "efficientnet_lite0", "--weights", "/no/such/file.pth"]) == 1
     assert "weights file not found" in capsys.readouterr().err
+
+
+def test_profile_times_the_head_in_the_edge_runtime(tmp_path, capsys):
+    """--backend onnxruntime: the head is timed in ONNX Runtime (what the planner should read
+    for an edge that runs it), the tail in torch; the JSON says which."""
+    out = tmp_path / "profile.json"
+    argv = ["profile", "--cut", "blocks.3", "--repeat", "3", "--no-progress"]
+    assert main([*argv, "--backend", "onnxruntime", "--json", str(out)]) == 0
+    assert "heads: onnxruntime fp32, tails and whole model: torch fp32" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["head_backend"] == "onnxruntime fp32" and data["cuts"][0]["head_ms"] > 0

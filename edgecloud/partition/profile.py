@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -66,15 +66,20 @@ def _params_used(graph_module: fx.GraphModule, nodes: List[fx.Node]) -> Set[str]
     return names
 
 
-def _median_ms(module: torch.nn.Module, example: torch.Tensor, repeat: int) -> float:
+def median_ms(call: Callable[[], object], repeat: int) -> float:
+    """Median milliseconds of ``call()`` over ``repeat`` runs after one warm-up run."""
     with torch.inference_mode():
-        module(example)  # warm-up
+        call()  # warm-up
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
-            module(example)
+            call()
             times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times))
+
+
+def _median_ms(module: torch.nn.Module, example: torch.Tensor, repeat: int) -> float:
+    return median_ms(lambda: module(example), repeat)
 
 
 def profile_cuts(
