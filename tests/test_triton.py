@@ -72,6 +72,7 @@ def send_all(endpoint: str, requests: List[Tuple[Request, bytes]], **policy: obj
 
 def test_export_writes_a_repository_triton_can_read(triton_repository, lite0, sample_images):
     import onnxruntime as ort
+    import torch
 
     from edgecloud.cloud.triton.repository import parse_config, read_tail
     from edgecloud.partition import split
@@ -87,7 +88,7 @@ def test_export_writes_a_repository_triton_can_read(triton_repository, lite0, sa
     assert manifest["model"] == "efficientnet_lite0" and manifest["cut"] == "blocks"
 
     head, tail = split(lite0, "blocks")  # the ONNX tail equals torch's on real features
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         features = head(sample_images(8))
         expected = tail(features).numpy()
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"))

@@ -26,6 +26,7 @@ from prometheus_client.exposition import generate_latest
 
 from edgecloud.cloud.config import parse_host_port
 from edgecloud.errors import ConfigError
+from edgecloud.transport.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 LABELS = ("model", "cut", "codec")
@@ -102,7 +103,7 @@ class Metrics:
         """An admitted request was answered (``code`` "ok" or an error code)."""
         labels = (model, cut, self._codec(codec))
         self.received_bytes.labels(*labels).inc(received_bytes)
-        if code != "ok":
+        if code != ErrorCode.OK:
             self.failure.labels(code).inc()
             return
         self.success.labels(*labels).inc()
