@@ -79,7 +79,7 @@ def test_the_edge_switches_codecs_per_frame_against_a_real_daemon(start_daemon, 
     with EdgeClient(
         daemon.endpoint, spec=lite0, cut="blocks", window=1, adapt=AdaptConfig(latency_ms=1.0)
     ) as edge:
-        assert edge.adapt.rungs == LADDER and len(edge.ladder_codecs()) == 3
+        assert [(r.cut, r.spec) for r in edge.rungs] == [("blocks", c) for c in LADDER]
         edge.connect()
         results = [edge.predict(path) for path in paths]
     codecs = [r.codec for r in results]
@@ -99,10 +99,13 @@ def test_edge_cli_adapts_and_summarises_frames_per_codec(
     argv = ["edge", "--connect", daemon.endpoint, "--data", str(samples_dir), "--limit", "8"]
     summary = tmp_path / "summary.json"
     assert main([*argv, "--adapt", "1", "--window", "1", "--json", str(summary)]) == 0
-    assert json.loads(summary.read_text())["frames_per_codec"] == {LADDER[0]: 3, LADDER[2]: 5}
+    frames_per_codec = json.loads(summary.read_text())["frames_per_codec"]
+    assert set(frames_per_codec) == {f"blocks:{LADDER[0]}", f"blocks:{LADDER[2]}"}
+    # three answers over the target, plus the frame chosen while the third was in flight
+    assert frames_per_codec[f"blocks:{LADDER[0]}"] in (3, 4) and sum(frames_per_codec.values()) == 8
     capsys.readouterr()
     assert main([*argv, "--codec", "q8-ncc-zstd,q4-ncc-zstd"]) == 1
-    assert "several codecs are a ladder for --adapt" in capsys.readouterr().err
+    assert "a ladder (several codecs, CUT:CODEC) needs --adapt" in capsys.readouterr().err
 
 
 def test_an_adaptive_edge_lowers_its_rate_when_a_shaped_link_drops(lite0, samples_dir, tmp_path):
@@ -125,3 +128,21 @@ def test_an_adaptive_edge_lowers_its_rate_when_a_shaped_link_drops(lite0, sample
     later = frames[result["step_after_frames"] + 10 :]  # after the frames in flight at the step
     assert later and LADDER[0] not in {f["codec"] for f in later}, result  # 1 Mbit/s: fewer bytes
     assert after["bytes_per_frame"] < before["bytes_per_frame"], result
+
+
+def test_the_ladder_may_switch_the_cut(start_daemon, lite0, samples_dir):
+    """Rungs at two cuts the daemon serves: the edge runs the head up to the rung's cut and
+    says so in each result; the daemon runs the matching tail."""
+    from edgecloud.edge import EdgeClient
+
+    daemon = start_daemon("--decode-workers", "0")  # serves blocks and blocks.3
+    ladder = ["blocks:q8-ncc-zstd", "blocks.3:q4-ncc-crans-s1.6-pt"]
+    paths = sorted((samples_dir / "images").iterdir())[:8]
+    with EdgeClient(
+        daemon.endpoint, spec=lite0, window=1, adapt=AdaptConfig(latency_ms=1.0), ladder=ladder
+    ) as edge:
+        edge.connect()
+        results = [edge.predict(path) for path in paths]
+    assert [(r.cut, r.codec) for r in results[:3]] == [("blocks", "q8-ncc-zstd")] * 3
+    assert {(r.cut, r.codec) for r in results[3:]} == {("blocks.3", "q4-ncc-crans-s1.6-pt")}
+    assert all(r.ok for r in results)  # a feature of the wrong cut is refused (shape_mismatch)

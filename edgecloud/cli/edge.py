@@ -173,7 +173,8 @@ class RunningSummary:
             self.errors += 1
             return
         self._bytes += record["bytes"]
-        self._codecs[record["codec"]] = self._codecs.get(record["codec"], 0) + 1
+        rung = f"{record['cut']}:{record['codec']}"
+        self._codecs[rung] = self._codecs.get(rung, 0) + 1
         for stage, values in self._timings.items():
             if stage in record:
                 values.append(record[stage])
@@ -185,7 +186,7 @@ class RunningSummary:
         out: Dict[str, Any] = {"images": self.frames, "ok": ok, "errors": self.errors}
         if ok:
             out["bytes_per_image"] = round(self._bytes / ok, 1)
-            if len(self._codecs) > 1:  # adaptation: frames per codec
+            if len(self._codecs) > 1:  # adaptation: frames per CUT:CODEC
                 out["frames_per_codec"] = dict(self._codecs)
             for stage, values in self._timings.items():
                 if values:
@@ -205,7 +206,7 @@ def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import head_runner, model_name, names
     from edgecloud.edge import AdaptConfig, EdgeClient, iter_frames
-    from edgecloud.edge.client import check_served, probe_daemons
+    from edgecloud.edge.client import check_served, parse_rung, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
     from edgecloud.partition import resolve_cut
@@ -225,11 +226,15 @@ def run(args: argparse.Namespace) -> int:
         from edgecloud.codec import load_calibration_file
 
         calibration = load_calibration_file(args.codec_calibration)
-    head = head_runner(args, spec, cut)
     ladder = names(args.codec) if args.codec else []
-    if len(ladder) > 1 and args.adapt is None:
-        raise ConfigError(f"--codec {args.codec}: several codecs are a ladder for --adapt")
+    if args.adapt is None and (len(ladder) > 1 or ":" in (args.codec or "")):
+        raise ConfigError(
+            f"--codec {args.codec}: a ladder (several codecs, CUT:CODEC) needs --adapt"
+        )
     adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
+    cut, codec = parse_rung(ladder[0], cut) if ladder else (cut, None)  # the first rung
+    heads = {c: head_runner(args, spec, c) for c in {parse_rung(e, cut)[0] for e in ladder}}
+    head = heads.get(cut) or head_runner(args, spec, cut)
     skipped: List[str] = []
     running = RunningSummary()
     stopped = ""
@@ -239,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             connect,
             spec=spec,
             cut=cut,
-            codec=ladder[0] if ladder else None,
+            codec=codec,
             head=head,
             calibration=calibration,
             window=args.window,
@@ -251,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
             keyframe_interval=args.keyframe_interval,
             adapt=adapt,
             ladder=ladder if adapt else None,
+            heads=heads,
         ) as edge:
             for info in infos.values():
-                for codec in edge.ladder_codecs():
-                    check_served(info, spec, cut, codec)
+                for rung in edge.rungs:
+                    check_served(info, spec, rung.cut, rung.codec)
             edge.warm_up()
             print(
                 f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "

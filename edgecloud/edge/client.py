@@ -56,7 +56,8 @@ class EdgeResult:
     attempts: int = 1
     timings: Dict[str, float] = field(default_factory=dict)
     tensor: Optional[np.ndarray] = field(default=None, repr=False)
-    codec: str = ""  # the codec this frame was sent with (it changes with adaptation)
+    cut: str = ""  # where the frame was cut and ...
+    codec: str = ""  # ... the codec it was sent with (both change with adaptation)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +83,7 @@ class EdgeResult:
                 scores=self.scores,
             )
         out["bytes"] = self.bytes_sent
+        out["cut"] = self.cut
         out["codec"] = self.codec
         out["attempts"] = self.attempts
         out.update({k: round(v, 3) for k, v in self.timings.items()})
@@ -95,6 +97,23 @@ def to_pil(image: ImageLike) -> Image.Image:
         return Image.fromarray(image).convert("RGB")
     with Image.open(image) as img:
         return img.convert("RGB")
+
+
+@dataclass
+class Rung:
+    """One way to send a frame: the head up to ``cut`` and the codec ``spec`` (a rung of the
+    adaptation ladder; without adaptation the only one)."""
+
+    cut: str
+    spec: str
+    codec: Any  # FeatureCodec
+    head: Any  # head runner: run(batch) -> features
+
+
+def parse_rung(text: str, default_cut: str) -> Tuple[str, str]:
+    """``CODEC`` or ``CUT:CODEC`` (a ladder entry) as (cut, codec spec)."""
+    cut, sep, spec = text.rpartition(":")
+    return (cut if sep else default_cut), spec
 
 
 class EdgeClient:
@@ -117,9 +136,10 @@ class EdgeClient:
             every ``keyframe_interval`` frames. A frame the daemon answers ``need_keyframe``
             (it lost the reference: restarted, reconnected, a frame lost) is sent again, coded
             against a new keyframe; ``EdgeResult.attempts`` counts it.
-        adapt: choose the codec per frame from ``ladder`` (specs, most bytes first; default:
-            :func:`default_ladder`) to keep each frame's latency under the target (see
-            :mod:`edgecloud.edge.adapt`); ``EdgeResult.codec`` says which was used.
+        adapt: choose the codec per frame from ``ladder`` (``CODEC`` or ``CUT:CODEC``, most
+            bytes first; default: :func:`default_ladder`) to keep each frame's latency under
+            the target (see :mod:`edgecloud.edge.adapt`); ``EdgeResult.cut``/``codec`` say
+            which was used. ``heads``: head runners of the ladder's other cuts (default: torch).
     """
 
     def __init__(
@@ -143,6 +163,7 @@ class EdgeClient:
         keyframe_interval: int = 30,
         adapt: Optional[AdaptConfig] = None,
         ladder: Optional[Sequence[str]] = None,
+        heads: Optional[Dict[str, Any]] = None,
     ) -> None:
         from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
@@ -162,18 +183,25 @@ class EdgeClient:
         if stream_id is not None:
             self.stream_encoder = StreamEncoder(codec, calibration, stream_id, keyframe_interval)
         self.adapt: Optional[RateController] = None
-        self._ladder: List[Any] = []
+        self.rungs = [Rung(cut, codec, self.codec, self.head)]
         if adapt is not None:
             if stream_id is not None:
                 raise ConfigError("adaptation and streams do not combine (a stream has one codec)")
-            specs = list(ladder) if ladder else default_ladder(self.spec, cut)
-            self.adapt = RateController(specs, adapt)
-            self._ladder = [
-                self.codec
-                if s == codec
-                else FeatureCodec.from_spec(s, preset_for(self.spec, cut, s))
-                for s in specs
-            ]
+            entries = list(ladder) if ladder else default_ladder(self.spec, cut)
+            self.adapt = RateController(entries, adapt)
+            heads = {cut: self.head, **(heads or {})}
+            self.rungs = []
+            for entry in entries:
+                rung_cut, spec = parse_rung(entry, cut)
+                rung_cut = resolve_cut(self.spec, rung_cut)
+                if rung_cut not in heads:
+                    heads[rung_cut] = create_head_runner("torch", self.spec, rung_cut)
+                rung_codec = (
+                    self.codec
+                    if (rung_cut, spec) == (cut, codec)
+                    else FeatureCodec.from_spec(spec, preset_for(self.spec, rung_cut, spec))
+                )
+                self.rungs.append(Rung(rung_cut, spec, rung_codec, heads[rung_cut]))
         self._encode_lock = threading.Lock()
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
@@ -201,19 +229,16 @@ class EdgeClient:
         else:
             infos = probe_daemons(self.endpoints, timeout_s, self._options)
         for info in infos.values():
-            for codec in self.ladder_codecs():
-                check_served(info, self.spec, self.cut, codec)
+            for rung in self.rungs:
+                check_served(info, self.spec, rung.cut, rung.codec)
         return next(iter(infos.values()))
 
-    def ladder_codecs(self) -> List[Any]:
-        """The codecs frames may be sent with (the ladder with adaptation)."""
-        return self._ladder or [self.codec]
-
     def warm_up(self) -> None:
-        """Run preprocessing, head and encoder once on a blank image (first calls are slow)."""
+        """Run preprocessing, heads and encoders once on a blank image (first calls are slow)."""
         side = self.spec.preprocessing.resize
         x = self.spec.preprocessing(Image.new("RGB", (side, side), (128, 128, 128))).numpy()
-        self.codec.encode(np.asarray(self.head.run(x[None]), dtype=np.float32)[0])
+        for rung in self.rungs:
+            rung.codec.encode(np.asarray(rung.head.run(x[None]), dtype=np.float32)[0])
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -227,20 +252,21 @@ class EdgeClient:
         timings["encode_ms"] = (time.perf_counter() - t0) * 1000.0
         return self._request(), payload, timings
 
-    def _head(self, image: ImageLike) -> Tuple[Dict[str, float], np.ndarray]:
+    def _head(self, image: ImageLike, head: Any = None) -> Tuple[Dict[str, float], np.ndarray]:
         t0 = time.perf_counter()
         x = self.spec.preprocessing(to_pil(image)).numpy()[None]
         t1 = time.perf_counter()
-        feature = np.asarray(self.head.run(x), dtype=np.float32)[0]
+        feature = np.asarray((head or self.head).run(x), dtype=np.float32)[0]
         t2 = time.perf_counter()
         return {"preprocess_ms": (t1 - t0) * 1000.0, "head_ms": (t2 - t1) * 1000.0}, feature
 
-    def _request(self, codec: Optional[str] = None) -> Request:
+    def _request(self, rung: Optional[Rung] = None) -> Request:
+        rung = rung or self.rungs[0]
         return Request(
             model=self.spec.name,
             weights_id=self.spec.weights_id,
-            cut=self.cut,
-            codec=codec or self.codec_spec,
+            cut=rung.cut,
+            codec=rung.spec,
             output=self.output,
             top_k=self.top_k,
         )
@@ -258,24 +284,28 @@ class EdgeClient:
         return encoder.encode(feature), index
 
     def submit(self, image: ImageLike, name: str = "") -> Future:
-        """Prepare and send one image; the future resolves to an :class:`EdgeResult`."""
-        timings, feature = self._head(image)
+        """Prepare and send one image; the future resolves to an :class:`EdgeResult`. With
+        adaptation the controller picks the rung (cut and codec) first, and hears how the
+        frame fared."""
+        choice = self.adapt.choose() if self.adapt is not None else (0, 0)
+        timings, feature = self._head(image, self.rungs[choice[0]].head)
         outer: Future = Future()
         outer.set_running_or_notify_cancel()
-        self._send(outer, name, timings, feature, after=-1, attempts=0)
+        self._send(outer, name, timings, feature, after=-1, attempts=0, choice=choice)
         return outer
 
-    def _send(self, outer, name, timings, feature, after: int, attempts: int) -> None:
+    def _send(
+        self, outer, name, timings, feature, after: int, attempts: int, choice=(0, 0)
+    ) -> None:
         """Encode and send (atomically, so that stream frames leave in order); a frame
-        answered ``need_keyframe`` is sent again after a keyframe, from another thread.
-        With adaptation the controller picks the codec, and hears how the frame fared."""
-        rung, frame = self.adapt.choose() if self.adapt is not None else (0, 0)
-        spec = self.adapt.rungs[rung] if self.adapt is not None else self.codec_spec
-        request = self._request(spec)
+        answered ``need_keyframe`` is sent again after a keyframe, from another thread."""
+        index_of_rung, frame = choice
+        rung = self.rungs[index_of_rung]
+        request = self._request(rung)
         with self._encode_lock:
             t0 = time.perf_counter()
-            if self.adapt is not None:
-                payload, index = self._ladder[rung].encode(feature), -1
+            if self.stream_encoder is None:
+                payload, index = rung.codec.encode(feature), -1
             else:
                 payload, index = self._encode(feature, after)
             timings = {**timings, "encode_ms": (time.perf_counter() - t0) * 1000.0}
@@ -284,10 +314,10 @@ class EdgeClient:
         def done(f: Future) -> None:
             result = self._result(name, request.id, len(payload), timings, f)
             result.attempts += attempts
-            result.codec = spec
+            result.cut, result.codec = rung.cut, rung.spec
             if self.adapt is not None and result.ok:
                 latency = sum(result.timings.get(k, 0.0) for k in EDGE_LATENCY)
-                self.adapt.observe(rung, frame, len(payload), latency)
+                self.adapt.observe(index_of_rung, frame, len(payload), latency)
             if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
                 if self._resender is None:
                     self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-keyframe")
