@@ -206,7 +206,7 @@ def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import head_runner, model_name, names
     from edgecloud.edge import AdaptConfig, EdgeClient, iter_frames
-    from edgecloud.edge.client import check_served, parse_rung, probe_daemons
+    from edgecloud.edge.client import parse_rung, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
     from edgecloud.partition import resolve_cut
@@ -258,9 +258,7 @@ def run(args: argparse.Namespace) -> int:
             ladder=ladder if adapt else None,
             heads=heads,
         ) as edge:
-            for info in infos.values():
-                for rung in edge.rungs:
-                    check_served(info, spec, rung.cut, rung.codec)
+            edge.check(infos)
             edge.warm_up()
             print(
                 f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "

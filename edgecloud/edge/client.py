@@ -29,7 +29,7 @@ from edgecloud.errors import CalibrationError, ConfigError, ServerError, Transpo
 from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
 from edgecloud.transport.protocol import ErrorCode, Reply, Request
-from edgecloud.transport.sockets import SocketOptions
+from edgecloud.transport.sockets import SocketOptions, endpoint_list
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class EdgeClient:
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
         self.output = output
-        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoints = endpoint_list(endpoint)
         if stream_id is not None and len(self.endpoints) > 1:  # its references live there
             self.endpoints = [self.endpoints[zlib.crc32(stream_id.encode()) % len(self.endpoints)]]
         self._options = options
@@ -228,10 +228,15 @@ class EdgeClient:
             infos = {self.endpoints[0]: ping_daemon(self.client, timeout_s)}
         else:
             infos = probe_daemons(self.endpoints, timeout_s, self._options)
+        self.check(infos)
+        return next(iter(infos.values()))
+
+    def check(self, infos: Dict[str, Dict[str, Any]]) -> None:
+        """Raise :class:`ServerError` unless every daemon's ``ping`` info (by endpoint) serves
+        every rung: model, weights, cut and codec calibration."""
         for info in infos.values():
             for rung in self.rungs:
                 check_served(info, self.spec, rung.cut, rung.codec)
-        return next(iter(infos.values()))
 
     def warm_up(self) -> None:
         """Run preprocessing, heads and encoders once on a blank image (first calls are slow)."""
@@ -421,7 +426,9 @@ def probe_daemons(
 ) -> Dict[str, Dict[str, Any]]:
     """Ping every daemon at once; the ``ping`` info of those that answer, by endpoint. Those
     that do not are logged (they join when they come up); :class:`TransportError` if none
-    answers."""
+    answers (for one endpoint: :func:`probe`'s, which says how to start it)."""
+    if len(endpoints) == 1:
+        return {endpoints[0]: probe(endpoints[0], timeout_s, options)}
     with ThreadPoolExecutor(len(endpoints)) as pool:
         futures = {e: pool.submit(probe, e, timeout_s, options) for e in endpoints}
     infos: Dict[str, Dict[str, Any]] = {}

@@ -27,7 +27,7 @@ import zmq
 
 from edgecloud.errors import ProtocolError, TransportError
 from edgecloud.transport.protocol import ErrorCode, Reply, Request, pack_request, unpack_reply
-from edgecloud.transport.sockets import SocketOptions, make_dealer, send_frames
+from edgecloud.transport.sockets import SocketOptions, endpoint_list, make_dealer, send_frames
 
 log = logging.getLogger(__name__)
 _instance_ids = itertools.count()
@@ -82,7 +82,7 @@ class FeatureClient:
     ) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
-        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoints = endpoint_list(endpoint)
         if not self.endpoints:
             raise ValueError("no endpoint given")
         self.endpoint = ", ".join(self.endpoints)  # for messages

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import zmq
 
@@ -76,6 +76,11 @@ def make_router(
     return sock
 
 
+def endpoint_list(endpoint: Union[str, Sequence[str]]) -> List[str]:
+    """One endpoint or several, as a list."""
+    return [endpoint] if isinstance(endpoint, str) else list(endpoint)
+
+
 def make_dealer(
     context: zmq.Context,
     endpoint: Union[str, Sequence[str]],
@@ -93,7 +98,7 @@ def make_dealer(
     what arrives is bounded by the client's own window of requests in flight.
     """
     opts = opts or SocketOptions()
-    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    endpoints = endpoint_list(endpoint)
     target = endpoints[0]
     sock = context.socket(zmq.DEALER)
     try:
