@@ -8,7 +8,6 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -17,10 +16,10 @@ import pytest
 
 from edgecloud.cli import build_parser, main
 from edgecloud.cli.options import DEPRECATED, VOCABULARY, deprecated_replacement, options_of
+from edgecloud.cloud.process import cli_command
 from edgecloud.models.record import all_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
-BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _commands() -> Dict[str, argparse.ArgumentParser]:
@@ -159,8 +158,8 @@ def test_a_corrupt_image_is_skipped_and_counted_or_stops_cleanly(
 def test_edge_without_a_daemon_fails_fast_naming_the_endpoint(free_endpoint, samples_dir):
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", BOOT, "edge", "--connect", free_endpoint, "--data",
-         str(samples_dir), "--limit", "2", "--connect-timeout", "3"],
+        cli_command("edge", "--connect", free_endpoint, "--data",
+         str(samples_dir), "--limit", "2", "--connect-timeout", "3"),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     elapsed = time.monotonic() - start

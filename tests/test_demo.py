@@ -6,20 +6,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgecloud.cli.demo import DEMO_PHOTOS
-
-BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
+from edgecloud.cloud.process import cli_command
 
 
 def _demo(tmp_path: Path, *args: str):
     out = tmp_path / "demo.json"
     proc = subprocess.run(
-        [sys.executable, "-c", BOOT, "demo", "--json", str(out), *args],
+        cli_command("demo", "--json", str(out), *args),
         capture_output=True,
         text=True,
         timeout=300,
@@ -56,7 +54,7 @@ def test_demo_video_streams_a_clip_against_per_frame_and_h264(tmp_path: Path):
     pytest.importorskip("av", reason="the clip is read with PyAV (pip install 'edgecloud[video]')")
     out = tmp_path / "video.json"
     proc = subprocess.run(
-        [sys.executable, "-c", BOOT, "demo", "--video", "--limit", "12", "--json", str(out)],
+        cli_command("demo", "--video", "--limit", "12", "--json", str(out)),
         capture_output=True,
         text=True,
         timeout=300,

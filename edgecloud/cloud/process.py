@@ -12,6 +12,11 @@ from edgecloud.errors import EdgecloudError
 _BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
+def cli_command(*args: str) -> List[str]:
+    """``edgecloud ARGS`` as a command line for this interpreter (no console script needed)."""
+    return [sys.executable, "-c", _BOOT, *args]
+
+
 class DaemonProcess:
     """Runs ``edgecloud serve SERVE_ARGS``; :meth:`start` waits for its ``READY <endpoint>``.
     ``new_session``: in a process group of its own (signals to the group reach its workers);
@@ -25,7 +30,7 @@ class DaemonProcess:
         new_session: bool = False,
         prefix: Sequence[str] = (),
     ) -> None:
-        command: List[str] = [*prefix, sys.executable, "-c", _BOOT, "serve", *serve_args]
+        command = [*prefix, *cli_command("serve", *serve_args)]
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

@@ -551,10 +551,9 @@ class CloudServer:
                 continue
             if batch.slot is not None:
                 self._pool.release(batch.slot)
-            if self._metrics is not None:
-                sizes = [r.timings["batch_size"] for r in replies if r.ok]
-                if sizes:
-                    self._metrics.batch(batch.entry.model, batch.entry.cut, int(sizes[0]))
+            size = next((r.timings["batch_size"] for r in replies if r.ok), 0)
+            if self._metrics is not None and size:
+                self._metrics.batch(batch.entry.model, batch.entry.cut, int(size))
             for job, reply in zip(batch.jobs, replies):
                 self._finish(job, reply)
 

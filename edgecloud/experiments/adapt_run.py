@@ -15,16 +15,14 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from edgecloud.cloud.process import DaemonProcess
+from edgecloud.cloud.process import DaemonProcess, cli_command
 from edgecloud.experiments.shaped_link import ShapedLink
 
-_BOOT = "import sys; from edgecloud.cli import main; sys.exit(main(sys.argv[1:]))"
 LATENCY_STAGES = ("preprocess_ms", "head_ms", "encode_ms", "rtt_ms")
 #: "back under the target": the median latency of every later run of this many frames is
 #: (one frame over it, e.g. the head stalled by another process, is not the link)
@@ -72,9 +70,9 @@ def run_step(run: StepRun, out_dir: Path, reference: Dict[str, int]) -> Dict[str
                  "--stats-interval", "3600"]  # fmt: skip
         daemon = DaemonProcess(serve, prefix=link.command([]))
         endpoint = daemon.start()
-        edge = [sys.executable, "-c", _BOOT, "edge", "--connect", endpoint, "--data", run.data,
-                "--limit", str(run.frames), "--fps", str(run.fps), "--cut", run.cut,
-                "--window", str(run.window), "--jsonl", str(records), "-q"]  # fmt: skip
+        edge = cli_command("edge", "--connect", endpoint, "--data", run.data,
+                           "--limit", str(run.frames), "--fps", str(run.fps), "--cut", run.cut,
+                           "--window", str(run.window), "--jsonl", str(records), "-q")  # fmt: skip
         if run.adapt_ms is not None:
             edge += ["--adapt", str(run.adapt_ms)]
         if run.codec:
