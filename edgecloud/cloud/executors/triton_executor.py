@@ -46,6 +46,8 @@ class TritonExecutor(TailExecutor):
         self._local = threading.local()  # one client (channel) per thread
         self._available = True
         self._state_lock = threading.Lock()
+        self._probe: Any = None  # the readiness checks' channel (HTTP handlers are new threads)
+        self._probe_lock = threading.Lock()
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -84,7 +86,12 @@ class TritonExecutor(TailExecutor):
             log.warning("event=executor_unavailable url=%s reason=%s", self.url, reason)
 
     def ready(self, entries: Sequence[TailEntry]) -> Tuple[bool, str]:
-        client = self._client()
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = self._grpc.InferenceServerClient(self.url)
+            return self._check_ready(self._probe, entries)
+
+    def _check_ready(self, client: Any, entries: Sequence[TailEntry]) -> Tuple[bool, str]:
         try:
             if not client.is_server_ready(client_timeout=READY_TIMEOUT_S):
                 return False, f"Triton at {self.url} is not ready"
