@@ -215,3 +215,20 @@ def test_a_stopped_triton_is_answered_executor_unavailable_and_recovered(
             assert all(r.ok for r in send_all(server.endpoint, requests[:8]))
     finally:
         triton.stop()
+
+
+def test_overwrite_replaces_a_model_whole(triton_repository, tmp_path):
+    """The export is written beside the model and renamed: files of the old model do not
+    survive, and no partial folder is left for Triton to load."""
+    import shutil
+
+    from edgecloud.cloud.triton.repository import read_tail
+
+    folder = tmp_path / model_folder(triton_repository).name
+    shutil.copytree(model_folder(triton_repository), folder)
+    (folder / "2").mkdir()  # a stale version Triton would also load
+    (folder / "2" / "model.onnx").write_bytes(b"stale")
+    argv = ["export-triton", "--cut", "blocks", "--out", str(tmp_path), "--overwrite"]
+    assert main(argv) == 0
+    assert not (folder / "2").exists() and read_tail(folder)["cut"] == "blocks"
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]

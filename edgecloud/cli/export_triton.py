@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, List
 
 from edgecloud.cli.common import Column, format_table, write_json
@@ -110,9 +111,14 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     spec = load_model(model_name(args), weights=args.weights)
     cuts: List[str] = args.cuts or (spec.record.serve_cuts() if spec.record else [])
-    rows = []
+    rows: List[dict] = []
     for cut in cuts or [default_cut(spec)]:
-        folder = export_tail(spec, cut, args.out, options, overwrite=args.overwrite)
+        try:
+            folder = export_tail(spec, cut, args.out, options, overwrite=args.overwrite)
+        except KeyboardInterrupt:  # models already exported stay; the interrupted one is gone
+            done = ", ".join(row["triton_model"] for row in rows) or "none"
+            print(f"edgecloud export-triton: interrupted; exported before: {done}", file=sys.stderr)
+            return 130
         rows.append(
             {"model": spec.name, "cut": cut, "triton_model": folder.name, "path": str(folder)}
         )

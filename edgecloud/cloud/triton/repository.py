@@ -16,6 +16,8 @@ not there, and the executor says so). The manifest holds the ONNX file's sha256.
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
@@ -136,9 +138,9 @@ def export_tail(
 ) -> Path:
     """Export the tail of ``spec`` (a ``ModelSpec``) after ``cut`` into ``repository``:
     ONNX (checked against torch in ONNX Runtime), ``config.pbtxt`` and the manifest; returns
-    the model's folder."""
-    from edgecloud.partition import get_cut, split
-    from edgecloud.quantize.export import EXPORT_OPSET, export_onnx
+    the model's folder. The folder appears whole or not at all (it is written beside it and
+    renamed), so an interrupted export leaves no half model for Triton to load."""
+    from edgecloud.partition import get_cut
 
     shape = tuple(get_cut(spec, cut).shape)
     name = triton_model_name(spec.name, cut, spec.weights_id)
@@ -146,6 +148,26 @@ def export_tail(
     folder = Path(repository) / name
     if folder.exists() and not overwrite:
         raise ConfigError(f"{folder} exists (give --overwrite to replace it)")
+    Path(repository).mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repository))
+    partial.chmod(0o755)  # mkdtemp's 0700 would hide the model from a Triton of another user
+    try:
+        _write_tail(spec, cut, name, shape, config, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return folder
+
+
+def _write_tail(
+    spec: Any, cut: str, name: str, shape: Tuple[int, ...], config: Any, folder: Path
+) -> None:
+    from edgecloud.partition import split
+    from edgecloud.quantize.export import EXPORT_OPSET, export_onnx
+
     _head, tail = split(spec, cut)
     onnx_path = export_onnx(  # the exporter's own opset: no down-conversion of the pooling
         tail,
@@ -171,7 +193,6 @@ def export_tail(
             "onnx_sha256": sha256_file(onnx_path),
         },
     )
-    return folder
 
 
 def read_tail(folder: Union[str, Path]) -> Dict[str, Any]:
