@@ -11,19 +11,21 @@ LADDER = ["q8-ncc-zstd", "q4-ncc-zstd", "q4-ncc-crans-s2.5-pt"]
 SIZES = [13600, 4800, 1600]
 
 
-def run(controller: RateController, frames: int, latency_of) -> list:
-    """Send ``frames`` frames, each answered at once with ``latency_of(size)``; the rungs used."""
+def run(controller: RateController, frames: int, link_of) -> list:
+    """Send ``frames`` frames, each answered at once after ``link_of(size)`` = (latency, time
+    on the link); the rungs used."""
     used = []
     for _ in range(frames):
         rung, frame = controller.choose()
         used.append(rung)
-        controller.observe(rung, frame, SIZES[rung], latency_of(SIZES[rung]))
+        controller.observe(rung, frame, SIZES[rung], *link_of(SIZES[rung]))
     return used
 
 
 def link(mbit_s: float, fixed_ms: float = 30.0):
-    """Latency of a frame of ``size`` bytes on a link of ``mbit_s`` (no queue)."""
-    return lambda size: fixed_ms + size * 8 / (mbit_s * 1000)
+    """A frame of ``size`` bytes on a link of ``mbit_s`` (no queue) after ``fixed_ms`` of head,
+    encode and daemon work: (latency, link time)."""
+    return lambda size: (fixed_ms + size * 8 / (mbit_s * 1000), size * 8 / (mbit_s * 1000))
 
 
 def test_a_fast_link_keeps_the_best_rung():
@@ -49,14 +51,25 @@ def test_steps_up_only_after_a_window_of_fast_answers():
     assert used[12:24] == [1] * 12 and controller.rung == 0  # then one rung per window
 
 
+def test_does_not_step_up_to_a_rung_the_link_cannot_carry():
+    """At 1 Mbit/s q8 (139 ms) misses a 120 ms target and q4 (68 ms) meets it with room to
+    spare, but q8 would spend 109 ms on the link: 139 ms projected is over 0.7 × 120, so the
+    edge stays at q4 until the link is faster."""
+    controller = RateController(LADDER, AdaptConfig(latency_ms=120))
+    run(controller, 5, link(1))
+    assert controller.rung == 1
+    assert set(run(controller, 60, link(1))) == {1} and controller.switches == 1
+    assert set(run(controller, 40, link(3))[12:]) == {0}  # at 3 Mbit/s q8 fits: 66 ms
+
+
 def test_answers_to_frames_sent_before_a_switch_do_not_count():
     controller = RateController(LADDER, AdaptConfig(latency_ms=100, react=1))
     early = [controller.choose() for _ in range(4)]  # four frames in flight at rung 0
     rung, frame = early[0]
-    controller.observe(rung, frame, SIZES[0], 400.0)
+    controller.observe(rung, frame, SIZES[0], 400.0, 370.0)
     assert controller.rung == 2
     for rung, frame in early[1:]:  # their slow answers arrive after the switch
-        controller.observe(rung, frame, SIZES[0], 400.0)
+        controller.observe(rung, frame, SIZES[0], 400.0, 370.0)
     assert controller.rung == 2 and controller.switches == 1
 
 
@@ -65,8 +78,8 @@ def test_bad_settings_are_refused():
         RateController([], AdaptConfig(latency_ms=100))
     with pytest.raises(ConfigError, match="latency_ms > 0"):
         AdaptConfig(latency_ms=0).validate()
-    with pytest.raises(ConfigError, match="up_fraction"):
-        AdaptConfig(latency_ms=10, up_fraction=1.5).validate()
+    with pytest.raises(ConfigError, match="headroom"):
+        AdaptConfig(latency_ms=10, headroom=1.5).validate()
 
 
 def test_the_edge_switches_codecs_per_frame_against_a_real_daemon(start_daemon, lite0, samples_dir):

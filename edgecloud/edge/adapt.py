@@ -9,8 +9,11 @@ encode + round trip) and size, and
   exceeds the target, as far as the measured slowdown requires (latency on a saturated link
   scales with the bytes per frame): to the best rung whose expected size is at most
   ``size × target / latency × headroom``;
-- **steps up** one rung when ``window`` frames in a row at the current rung stayed below
-  ``up_fraction`` of the target (hysteresis: a rung is held at least that long).
+- **steps up** one rung when ``window`` frames in a row at the current rung would have met
+  ``headroom × target`` at the rung above: each frame's time on the link (round trip less the
+  daemon's own time) scaled by the bytes of the rung above, plus the rest as measured. A rung
+  is held at least ``window`` frames, and a link that only just carries the current rung does
+  not tempt the edge back to one it cannot carry.
 
 Answers to frames sent before a switch do not count for the new rung. Goodput is not
 estimated separately: on a link that limits, latency is what the queue and the link make of
@@ -38,14 +41,13 @@ class AdaptConfig:
     latency_ms: float
     react: int = 3
     window: int = 12
-    up_fraction: float = 0.5
     headroom: float = 0.7
 
     def validate(self) -> AdaptConfig:
         if self.latency_ms <= 0 or self.react < 1 or self.window < self.react:
             raise ConfigError("adapt: latency_ms > 0 and 1 <= react <= window are needed")
-        if not 0 < self.up_fraction < 1 or not 0 < self.headroom <= 1:
-            raise ConfigError("adapt: up_fraction must be in (0, 1) and headroom in (0, 1]")
+        if not 0 < self.headroom <= 1:
+            raise ConfigError("adapt: headroom must be in (0, 1]")
         return self
 
 
@@ -62,6 +64,7 @@ class RateController:
         self.switches = 0
         self._sizes: Dict[int, float] = {}
         self._latencies: Deque[float] = deque(maxlen=config.window)
+        self._above: Deque[float] = deque(maxlen=config.window)  # projected at the rung above
         self._frames = 0
         self._since = 0  # frames numbered below this were sent before the last switch
         self._lock = threading.Lock()
@@ -72,23 +75,24 @@ class RateController:
             self._frames += 1
             return self.rung, self._frames
 
-    def observe(self, rung: int, frame: int, size: int, latency_ms: float) -> None:
-        """An answered frame: its rung, number, bytes and latency."""
+    def observe(self, rung: int, frame: int, size: int, latency_ms: float, link_ms: float) -> None:
+        """An answered frame: its rung, number, bytes, latency and the part of it spent on the
+        link (which scales with the bytes; the rest is head, encode and the daemon's work)."""
         with self._lock:
             old = self._sizes.get(rung)
             self._sizes[rung] = size if old is None else 0.8 * old + 0.2 * size
             if frame < self._since or rung != self.rung:
                 return
             self._latencies.append(latency_ms)
-            target, c = self.config.latency_ms, self.config
+            c = self.config
+            if self.rung > 0:
+                link_ms = min(max(link_ms, 0.0), latency_ms)
+                scale = self._size(self.rung - 1) / max(size, 1)
+                self._above.append(latency_ms + link_ms * (scale - 1.0))
             recent = list(self._latencies)[-c.react :]
-            if len(recent) == c.react and statistics.median(recent) > target:
+            if len(recent) == c.react and statistics.median(recent) > c.latency_ms:
                 self._step_down(statistics.median(recent))
-            elif (
-                self.rung > 0
-                and len(self._latencies) == c.window
-                and max(self._latencies) < c.up_fraction * target
-            ):
+            elif len(self._above) == c.window and max(self._above) < c.headroom * c.latency_ms:
                 self._switch(self.rung - 1)
 
     def _step_down(self, latency_ms: float) -> None:
@@ -113,3 +117,4 @@ class RateController:
         self.switches += 1
         self._since = self._frames + 1
         self._latencies.clear()
+        self._above.clear()

@@ -322,7 +322,8 @@ class EdgeClient:
             result.cut, result.codec = rung.cut, rung.spec
             if self.adapt is not None and result.ok:
                 latency = sum(result.timings.get(k, 0.0) for k in EDGE_LATENCY)
-                self.adapt.observe(index_of_rung, frame, len(payload), latency)
+                link = result.timings.get("rtt_ms", 0.0) - result.timings.get("server_ms", 0.0)
+                self.adapt.observe(index_of_rung, frame, len(payload), latency, link)
             if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
                 if self._resender is None:
                     self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-keyframe")
