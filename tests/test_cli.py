@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -200,8 +199,9 @@ def test_first_frame_is_warm(blocks_daemon, samples_dir, tmp_path, capsys):
     def latency(frame: dict) -> float:  # the whole edge path and the round trip
         return sum(frame[k] for k in ("preprocess_ms", "head_ms", "encode_ms", "rtt_ms"))
 
-    steady = statistics.median(latency(f) for f in frames[1:])
-    assert latency(frames[0]) <= 2 * steady, [round(latency(f), 1) for f in frames]
+    # a cold first frame pays for lazy set-up (many times a frame); a loaded CPU slows them all
+    slowest_warm = max(latency(f) for f in frames[1:])
+    assert latency(frames[0]) <= 2 * slowest_warm, [round(latency(f), 1) for f in frames]
 
 
 def test_every_default_and_served_cut_has_its_codec_calibrated():

@@ -140,9 +140,15 @@ def test_bad_inputs_are_clear_errors(files, tmp_path):
     (tmp_path / "garbled.json").write_text('{"model": "m", "cuts": [')
     with pytest.raises(PlanInputError, match="is not JSON"):
         load_profile(tmp_path / "garbled.json")
-    # a profile written before tail_ms and model_ms were recorded (a real file)
+    # a profile as written before tail_ms and model_ms were recorded
+    old = json.loads((REPO / "docs" / "results" / "profile_lite0.json").read_text())
+    del old["model_ms"]
+    for row in old["cuts"]:
+        del row["tail_ms"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(PlanInputError, match="lacks 'model_ms'.*edgecloud profile --json"):
-        load_profile(REPO / "docs" / "results" / "profile_lite0.json")
+        load_profile(tmp_path / "old.json")
+    assert load_profile(REPO / "docs" / "results" / "profile_lite0.json").model_ms > 0
     (tmp_path / "rows.json").write_text(json.dumps({"rows": [{"model": "m", "cut": "A"}]}))
     with pytest.raises(PlanInputError, match="row 0 .* lacks codec, bytes_per_image"):
         load_sweep(tmp_path / "rows.json")

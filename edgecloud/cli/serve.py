@@ -25,6 +25,7 @@ from edgecloud.cli.options import (
     positive_float,
     positive_int,
 )
+from edgecloud.cloud.config import EXECUTORS
 
 EPILOG = """\
 examples:
@@ -165,7 +166,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--executor",
-        choices=["torch", "triton"],
+        choices=EXECUTORS,
         default=None,
         help="what runs the tails: torch in this process (default) or a Triton server",
     )

@@ -52,6 +52,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from edgecloud.errors import ConfigError
 from edgecloud.models.record import DEFAULT_MODEL
 
+#: what may run a daemon's tails (``executor``)
+EXECUTORS = ("torch", "triton")
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python < 3.11 (Jetson)
@@ -129,8 +132,8 @@ class ServerConfig:
             raise ConfigError("decode_workers must be >= 0 (0: decode in the tail thread), or -1")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, not {self.precision!r}")
-        if self.executor not in ("torch", "triton"):
-            raise ConfigError(f"executor must be torch or triton, not {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
         if self.executor == "triton" and self.precision != "fp32":
             raise ConfigError(
                 "precision applies to the torch executor; with Triton, the model's config.pbtxt "

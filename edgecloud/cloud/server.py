@@ -36,12 +36,7 @@ from edgecloud.cloud.compute import Batch, Job, compute
 from edgecloud.cloud.config import ServerConfig, decode_workers, message_limit
 from edgecloud.cloud.decode import precheck, warm_up_codecs
 from edgecloud.cloud.decode_pool import DecodedBatch, DecodePool
-from edgecloud.cloud.executors import (
-    ExecutorUnavailable,
-    TailExecutor,
-    TorchExecutor,
-    TritonExecutor,
-)
+from edgecloud.cloud.executors import ExecutorUnavailable, TailExecutor, make_executor
 from edgecloud.cloud.front import Front, Incoming
 from edgecloud.cloud.metrics import HealthServer, Metrics
 from edgecloud.cloud.ratelog import RateLimitedLog
@@ -142,10 +137,14 @@ class CloudServer:
         if self._calibrations is None:
             self._calibrations = load_calibrations(config.codec_calibrations, config.codec_presets)
         self._streams = StreamStates(self._calibrations, config.max_streams, config.stream_idle_s)
-        if self._executor is None and config.executor == "triton":
-            self._executor = TritonExecutor(config.triton_url, config.triton_timeout_s)
-        elif self._executor is None:
-            self._executor = TorchExecutor(self._registry.device, precision=config.precision)
+        if self._executor is None:
+            self._executor = make_executor(
+                config.executor,
+                self._registry.device,
+                precision=config.precision,
+                triton_url=config.triton_url,
+                triton_timeout_s=config.triton_timeout_s,
+            )
         self._check_precision()
         self._warm_up()
         workers = decode_workers(config)
