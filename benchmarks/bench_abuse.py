@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import threading
 import time
 from typing import Any, Dict, List
@@ -58,7 +59,8 @@ def good_edge(endpoint: str, ident: Dict[str, str], payloads: List[bytes], rate:
 
 
 def abuser(endpoint: str, ident: Dict[str, str], payload: bytes, seconds: float,
-           modes: List[str], out: mp.Queue) -> None:  # fmt: skip
+           modes: List[str], nice: int, out: mp.Queue) -> None:  # fmt: skip
+    os.nice(nice)  # > 0: stands in for an abuser on another machine (it yields the CPU)
     ctx = zmq.Context()
     stop = time.monotonic() + seconds
     counts: Dict[str, int] = {}
@@ -104,7 +106,7 @@ def abuser(endpoint: str, ident: Dict[str, str], payload: bytes, seconds: float,
 
 
 def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, seconds: float,
-          abuse: List[str]) -> Dict[str, Any]:  # fmt: skip
+          abuse: List[str], abuser_nice: int) -> Dict[str, Any]:  # fmt: skip
     endpoint = daemon.endpoint
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -114,7 +116,10 @@ def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, secon
     ]
     if abuse:
         procs.append(
-            ctx.Process(target=abuser, args=(endpoint, ident, payloads[0], seconds + 1, abuse, out))
+            ctx.Process(
+                target=abuser,
+                args=(endpoint, ident, payloads[0], seconds + 1, abuse, abuser_nice, out),
+            )
         )
     for p in procs:
         p.start()
@@ -148,6 +153,18 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=4, help="well-behaved edge processes")
     parser.add_argument("--rate", type=float, default=25.0, help="requests/s per edge")
     parser.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    parser.add_argument(
+        "--abuser-nice",
+        type=int,
+        default=0,
+        help="niceness of the abusive process (e.g. 19: it stands in for a client on another "
+        "machine, which takes none of the daemon's CPU; 0: it competes for the same cores)",
+    )
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help="more `edgecloud serve` options, e.g. '--rate-per-client 100' (an operator's limits)",
+    )
     parser.add_argument("--json", default=str(RESULTS / "abuse.json"))
     args = parser.parse_args()
 
@@ -156,7 +173,7 @@ def main() -> None:
     payloads = [codec.encode(f) for f in features]
     ident = {"model": spec.name, "weights_id": spec.weights_id, "cut": CUT, "codec": codec.name}
     daemon = DaemonProcess(["--bind", "tcp://127.0.0.1:0", "--cut", CUT, "--threads", "1",
-                            "--stats-interval", "3600"])  # fmt: skip
+                            "--stats-interval", "3600", *args.serve_args.split()])  # fmt: skip
     endpoint = daemon.start()
     try:
         with FeatureClient(endpoint) as warm:
@@ -164,7 +181,16 @@ def main() -> None:
                 warm.request(Request(**ident), p)
         idle_rss, _ = process_memory_mb(daemon.pid)
         rows = [
-            phase(daemon, ident, payloads, args.edges, args.rate, args.seconds, abuse)
+            phase(
+                daemon,
+                ident,
+                payloads,
+                args.edges,
+                args.rate,
+                args.seconds,
+                abuse,
+                args.abuser_nice,
+            )  # fmt: skip
             for abuse in PHASES
         ]
         alive = daemon.proc.poll() is None
@@ -183,6 +209,8 @@ def main() -> None:
         "edges": args.edges,
         "rate_per_edge": args.rate,
         "seconds_per_phase": args.seconds,
+        "abuser_nice": args.abuser_nice,
+        "serve_args": args.serve_args,
         "phases": rows,
         "daemon_alive": alive,
         "daemon_exit_code": code,
