@@ -459,7 +459,9 @@ class CloudServer:
 
     def _can_start_batch(self) -> bool:
         if self._pool is not None:  # (a stream batch needs no decode worker, but may wait)
-            return self._pool.idle()
+            # a decoded batch already waits for a tail thread: the next one can wait in the
+            # fair queue instead, where a late request of another client still joins it
+            return self._pool.idle() and self._tail_queue.empty()
         # one batch more than tail threads: the next is ready when a thread finishes
         return len(self._batches) <= self.config.workers
 
@@ -618,6 +620,8 @@ class CloudServer:
             batch: Optional[Batch] = self._tail_queue.get()
             if batch is None:
                 return
+            if self._pool is not None:  # the I/O thread may now send the next batch to decode
+                self._front.wake()
             try:
                 replies = compute(
                     batch, self._executor, self._calibrations, self.stats, self._streams
