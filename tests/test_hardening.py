@@ -353,3 +353,54 @@ def test_sigterm_drains_within_the_deadline_and_answers_everything(
     assert code == 0
     assert elapsed <= drain + 1.5, f"exit {elapsed:.2f} s after SIGTERM (drain {drain} s)"
     assert set(codes) == {ErrorCode.OK, ErrorCode.SHUTTING_DOWN}
+
+
+def test_a_saturated_daemon_forms_no_batches_ahead_of_a_late_request(registry, lite0, reference):
+    """One client keeps 48 requests in flight (all admitted: the tail is the bottleneck);
+    another sends one request at a time. Only the batch in the tail and one decoded batch may
+    be ahead of the late request: between its send and its answer arrive those two batches of
+    the first client's answers, its share of the late request's own batch (3) and what was
+    already on the wire; measured 9-12 (median 10-11), against 13-18 (median 15) when the
+    daemon formed batches while decoded ones waited for the tail."""
+    batch = 4
+    server = _server(
+        registry,
+        decode_workers=1,
+        batching=BatchingConfig(max_batch_size=batch, max_queue_delay_ms=2),
+    )
+    ctx = zmq.Context()
+    heavy, late = make_dealer(ctx, server.endpoint), make_dealer(ctx, server.endpoint)
+    frames = pack_request(_infer(lite0), reference["payloads"][0])
+    sent = 0
+
+    def send_heavy() -> None:
+        nonlocal sent
+        sent += 1
+        heavy.send_multipart([frames[0].replace(b'"id":"', b'"id":"h%d' % sent), frames[1]])
+
+    try:
+        for _ in range(48):
+            send_heavy()
+        poller = zmq.Poller()
+        poller.register(heavy, zmq.POLLIN)
+        poller.register(late, zmq.POLLIN)
+        ahead: List[int] = []
+        heavy_answers, probe_sent_at = 0, None
+        while len(ahead) < 12:
+            events = dict(poller.poll(30_000))
+            assert events, "the daemon must answer"
+            while heavy.poll(0):
+                assert unpack_reply(heavy.recv_multipart()).ok
+                heavy_answers += 1
+                send_heavy()  # keep 48 in flight
+            if late in events:
+                assert unpack_reply(late.recv_multipart()).ok
+                ahead.append(heavy_answers - probe_sent_at)
+                probe_sent_at = None
+            if probe_sent_at is None and heavy_answers >= 24 * (len(ahead) + 1):
+                probe_sent_at = heavy_answers  # the pipeline is full again
+                late.send_multipart(pack_request(_infer(lite0), reference["payloads"][1]))
+    finally:
+        ctx.destroy(linger=0)
+        server.stop()
+    assert sorted(ahead)[len(ahead) // 2] <= 3 * batch, sorted(ahead)
