@@ -314,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
         summary["stopped"] = stopped
         print(
             f"edgecloud edge: error: the daemon at {', '.join(edge.endpoints)} stopped answering "
-            "after "
-            f"{running.frames} frames ({stopped})",
+            f"after {running.frames} frames ({stopped})",
             file=sys.stderr,
         )
     print(json.dumps(summary))
