@@ -302,8 +302,7 @@ class CloudServer:
                         except Exception:  # a bug must not take the daemon down
                             log.exception("event=handle_failed")
                         if i % 16 == 15:  # under a flood, keep the stages fed
-                            self._collect_results()
-                            self._dispatch()
+                            self._keep_stages_moving()
                 if self._stop_requested.is_set() and self._drained():
                     break
                 self._dispatch()
@@ -322,6 +321,15 @@ class CloudServer:
             self._rejections.flush(force=True)
             front.close(linger_ms=FINAL_LINGER_MS)  # the last replies still go out
             self._stopped.set()
+
+    def _keep_stages_moving(self) -> None:
+        """Between received messages: hand decoded batches to the tail, send finished
+        replies, start due batches -- so that a flood on the socket delays none of them."""
+        if self._pool is not None:
+            for decoded in self._pool.receive():
+                self._decoded(decoded)
+        self._collect_results()
+        self._dispatch()
 
     def _poll_timeout_ms(self) -> int:
         deadline = self._admission.next_deadline()
