@@ -51,22 +51,30 @@ class Front:
         self._wake_tx = context.socket(zmq.PUSH)
         self._wake_tx.connect(wake_addr)
         self._wake_lock = threading.Lock()
-        self._poller = zmq.Poller()
+        self._poller = zmq.Poller()  # the ROUTER, wake-ups, watched sources
         self._poller.register(self.router, zmq.POLLIN)
         self._poller.register(self._wake_rx, zmq.POLLIN)
+        self._poller_no_router = zmq.Poller()  # the same but the ROUTER (reading is paused)
+        self._poller_no_router.register(self._wake_rx, zmq.POLLIN)
 
     def watch(self, source: Union[zmq.Socket, int]) -> None:
         """Also wake :meth:`poll` when ``source`` (a socket of this thread, or a file
         descriptor such as a process sentinel) becomes readable."""
         self._poller.register(source, zmq.POLLIN)
+        self._poller_no_router.register(source, zmq.POLLIN)
 
     def unwatch(self, source: Union[zmq.Socket, int]) -> None:
         self._poller.unregister(source)
+        self._poller_no_router.unregister(source)
 
-    def poll(self, timeout_ms: int) -> Tuple[bool, Set[Union[zmq.Socket, int]]]:
-        """Wait for a message, a wake-up or a watched source: (messages waiting, the watched
-        sources that are readable)."""
-        events = dict(self._poller.poll(timeout_ms))
+    def poll(
+        self, timeout_ms: int, *, read: bool = True
+    ) -> Tuple[bool, Set[Union[zmq.Socket, int]]]:
+        """Wait for a message (unless ``read`` is False: then messages wait in libzmq's
+        queues, and a peer that keeps sending meets its high-water mark), a wake-up or a
+        watched source: (messages waiting, the watched sources that are readable)."""
+        poller = self._poller if read else self._poller_no_router
+        events = dict(poller.poll(timeout_ms))
         if events.pop(self._wake_rx, None):
             while self._wake_rx.poll(0):
                 self._wake_rx.recv()

@@ -65,6 +65,10 @@ FINAL_LINGER_MS = 500
 #: after a reply to a peer is dropped at the high-water mark (the peer reads none), its new
 #: requests are refused for this long instead of computed for nobody
 STALL_S = 1.0
+#: messages the I/O thread handles before it looks at the other stages again; under a flood
+BURST, FLOOD_BURST = 256, 32
+#: a full burst with at least this fraction refused at once is a flood: reading pauses
+FLOOD_FRACTION = 0.75
 #: where the OS has no pidfds, how often the I/O thread checks the decode workers
 REAP_INTERVAL_S = 0.2
 
@@ -107,6 +111,9 @@ class CloudServer:
         self._sentinels: Set[int] = set()
         self._precision_check: Dict[str, Any] = {}
         self._stalled: Dict[bytes, float] = {}  # routing id -> refuse work until
+        self._refused = 0  # requests answered with an error at once
+        self._flooded = False  # the last burst was mostly refused
+        self._reading_paused_until = 0.0  # perf_counter: a flood is being held back
         self._ctx = zmq.Context()
         self._stop_requested = threading.Event()
         self._drain_deadline = 0.0
@@ -288,21 +295,13 @@ class CloudServer:
         next_reap = 0.0
         try:
             while True:
-                readable, watched = front.poll(self._poll_timeout_ms())
+                read = time.perf_counter() >= self._reading_paused_until
+                readable, watched = front.poll(self._poll_timeout_ms(), read=read)
                 if watched:
                     self._from_pool(watched)
                 self._collect_results()
                 if readable:
-                    for i in range(256):  # bounded, so replies are not starved
-                        message = front.receive()
-                        if message is None:
-                            break
-                        try:
-                            self._handle(message)
-                        except Exception:  # a bug must not take the daemon down
-                            log.exception("event=handle_failed")
-                        if i % 16 == 15:  # under a flood, keep the stages fed
-                            self._keep_stages_moving()
+                    self._read_burst()
                 if self._stop_requested.is_set() and self._drained():
                     break
                 self._dispatch()
@@ -322,6 +321,32 @@ class CloudServer:
             front.close(linger_ms=FINAL_LINGER_MS)  # the last replies still go out
             self._stopped.set()
 
+    def _read_burst(self) -> None:
+        """Handle a burst of waiting messages. A full burst that was mostly refused (a
+        flood) pauses reading for as long as it took, and the next bursts are short, so
+        refusals take at most about half of this thread (and of the GIL the tail threads
+        need) while adding ~1 ms to others' requests: the flood waits in libzmq's queues
+        (libzmq reads the peers' queues in turn, so others' requests are not stuck behind
+        it) and meets its high-water mark, instead of taking the daemon's time."""
+        limit = FLOOD_BURST if self._flooded else BURST
+        started, refused = time.perf_counter(), self._refused
+        for i in range(limit):
+            message = self._front.receive()
+            if message is None:
+                self._flooded = False
+                return
+            try:
+                self._handle(message)
+            except Exception:  # a bug must not take the daemon down
+                log.exception("event=handle_failed")
+            if i % 16 == 15:  # under a flood, keep the stages fed
+                self._keep_stages_moving()
+        self._flooded = self._refused - refused >= FLOOD_FRACTION * limit
+        if self._flooded:
+            self.stats.flood_pauses += 1
+            now = time.perf_counter()
+            self._reading_paused_until = now + (now - started)
+
     def _keep_stages_moving(self) -> None:
         """Between received messages: hand decoded batches to the tail, send finished
         replies, start due batches -- so that a flood on the socket delays none of them."""
@@ -332,10 +357,13 @@ class CloudServer:
         self._dispatch()
 
     def _poll_timeout_ms(self) -> int:
+        now = time.perf_counter()
         deadline = self._admission.next_deadline()
         if deadline is None or not self._can_start_batch():
-            return 200
-        return max(0, min(200, int((deadline - time.perf_counter()) * 1000) + 1))
+            deadline = now + 0.2
+        if self._reading_paused_until > now:
+            deadline = min(deadline, self._reading_paused_until)
+        return max(0, min(200, int((deadline - now) * 1000) + 1))
 
     def _handle(self, message: Incoming) -> None:
         received = time.perf_counter()
@@ -413,6 +441,7 @@ class CloudServer:
             json.dumps(str(exc)),
         )
         self.stats.count(exc.code)
+        self._refused += 1
         if self._metrics is not None:
             self._metrics.rejected(exc.code)
         self._send(routing_id, Reply.error(request_id, exc.code, str(exc)))

@@ -21,6 +21,7 @@ class ServerStats:
         self._started = time.time()
         self.cache_hits = 0
         self.unroutable = 0
+        self.flood_pauses = 0  # times the I/O thread paused reading a flood
 
     def count(self, code: str) -> None:
         with self._lock:
@@ -44,6 +45,7 @@ class ServerStats:
                 "requests": sum(self._codes.values()),
                 "cache_hits": self.cache_hits,
                 "unroutable": self.unroutable,
+                "flood_pauses": self.flood_pauses,
             }
             out.update({f"count_{code}": n for code, n in sorted(self._codes.items())})
             for key, values in self._timings.items():
