@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import List
 
@@ -25,6 +26,7 @@ from PIL import Image
 from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
 from edgecloud.cloud.admission import Admission
 from edgecloud.cloud.config import AdmissionConfig
+from edgecloud.cloud.metrics import sample_value
 from edgecloud.cloud.ratelog import RateLimitedLog
 from edgecloud.cloud.replies import ReplyBook
 from edgecloud.codec import FeatureCodec, bitstream, decode_bitstream, peek_header
@@ -266,6 +268,7 @@ def test_flooding_client_does_not_starve_a_well_behaved_one(registry, lite0, ref
         registry,
         batching=BatchingConfig(max_batch_size=4, max_queue_delay_ms=2),
         admission=AdmissionConfig(max_inflight_per_client=8),
+        http_bind="127.0.0.1:0",
     )
     stop = threading.Event()
     flood_codes: List[str] = []
@@ -292,6 +295,8 @@ def test_flooding_client_does_not_starve_a_well_behaved_one(registry, lite0, ref
             ]
             replies = [f.result(120) for f in futures]
             pauses = client.request(Request(kind="stats")).info["flood_pauses"]
+            with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as response:
+                metrics = response.read().decode()
     finally:
         stop.set()
         thread.join(30)
@@ -300,6 +305,7 @@ def test_flooding_client_does_not_starve_a_well_behaved_one(registry, lite0, ref
     assert [r.indices[0] for r in replies] == [reference["top1"][i % 4] for i in range(40)]
     assert ErrorCode.QUEUE_FULL in flood_codes and ErrorCode.OK in flood_codes
     assert pauses > 0  # the flood was held back in libzmq's queues, not read at full speed
+    assert sample_value(metrics, "edgecloud_flood_pauses") >= pauses
 
 
 def test_fair_queue_takes_clients_in_turn_and_bounds_bytes():

@@ -79,6 +79,11 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.flood_pauses = Counter(
+            "edgecloud_flood_pauses",
+            "Times the daemon paused reading a burst of mostly refused requests (a flood)",
+            registry=r,
+        )
         self._codecs: Set[str] = set()
         self._lock = threading.Lock()
 

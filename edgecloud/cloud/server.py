@@ -344,6 +344,8 @@ class CloudServer:
         self._flooded = self._refused - refused >= FLOOD_FRACTION * limit
         if self._flooded:
             self.stats.flood_pauses += 1
+            if self._metrics is not None:
+                self._metrics.flood_pauses.inc()
             now = time.perf_counter()
             self._reading_paused_until = now + (now - started)
 
