@@ -26,6 +26,7 @@ tensor that is too large (or of another shape than the caller expects) raises
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -109,27 +110,36 @@ class _Reader:
     def __init__(self, data: memoryview) -> None:
         self.data, self.pos, self.size = data, 0, len(data)
 
-    def _need(self, n: int, what: str) -> None:
-        if self.pos + n > self.size:
-            raise BitstreamError(
-                f"truncated bitstream: {what} needs {n} bytes at offset {self.pos}, "
-                f"only {self.size - self.pos} left"
-            )
+    def _truncated(self, n: int, what: str) -> BitstreamError:
+        return BitstreamError(
+            f"truncated bitstream: {what} needs {n} bytes at offset {self.pos}, "
+            f"only {self.size - self.pos} left"
+        )
 
     def take(self, n: int, what: str) -> memoryview:
-        self._need(n, what)
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        pos = self.pos
+        end = pos + n
+        if end > self.size:
+            raise self._truncated(n, what)
+        self.pos = end
+        return self.data[pos:end]
 
     def unpack(self, fmt: struct.Struct, what: str) -> Tuple[Any, ...]:
-        self._need(fmt.size, what)
-        out = fmt.unpack_from(self.data, self.pos)
-        self.pos += fmt.size
-        return out
+        pos = self.pos
+        if pos + fmt.size > self.size:
+            raise self._truncated(fmt.size, what)
+        self.pos = pos + fmt.size
+        return fmt.unpack_from(self.data, pos)
+
+    def byte(self, what: str) -> int:
+        pos = self.pos
+        if pos >= self.size:
+            raise self._truncated(1, what)
+        self.pos = pos + 1
+        return self.data[pos]
 
     def text(self, what: str) -> str:
-        (n,) = self.unpack(_U8, what)
+        n = self.byte(what)
         raw = self.take(n, what)
         try:
             return str(raw, "ascii")
@@ -137,7 +147,8 @@ class _Reader:
             raise BitstreamError(f"corrupted bitstream: {what} is not ASCII") from exc
 
 
-_U8, _U16, _U32, _U32X2 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<II"))
+_U16, _U32, _U32X2 = (struct.Struct(f) for f in ("<H", "<I", "<II"))
+_SHAPES = {n: struct.Struct(f"<{n}I") for n in range(1, MAX_NDIM + 1)}
 
 
 def unpack(
@@ -166,7 +177,7 @@ def _parse(
     magic = bytes(r.take(len(MAGIC), "magic"))
     if magic != MAGIC:
         raise BitstreamError(f"not an edgecloud feature bitstream (magic {magic!r})")
-    (version,) = r.unpack(_U8, "version")
+    version = r.byte("version")
     if version not in READABLE_VERSIONS:
         raise BitstreamError(
             f"unsupported bitstream format version {version} (this build reads "
@@ -174,10 +185,10 @@ def _parse(
         )
     spec = r.text("codec spec")
     dtype = r.text("dtype")
-    (ndim,) = r.unpack(_U8, "shape")
+    ndim = r.byte("shape")
     if not 1 <= ndim <= MAX_NDIM:
         raise BitstreamError(f"bitstream declares a {ndim}-dimensional tensor (1..{MAX_NDIM})")
-    declared = r.unpack(struct.Struct(f"<{ndim}I"), "shape")
+    declared = r.unpack(_SHAPES[ndim], "shape")
     check_shape(declared, max_elements=max_elements, shape=shape)
     calibration_id = r.text("calibration id")
     calibration_hash = r.take(HASH_BYTES, "calibration hash").hex() if calibration_id else ""
@@ -229,17 +240,15 @@ def check_shape(
     shape: Optional[Sequence[int]] = None,
 ) -> None:
     """BitstreamError unless ``declared`` is a valid tensor shape within the bounds."""
-    if not declared or any(d == 0 for d in declared):
+    if not declared or 0 in declared:
         raise BitstreamError(f"bitstream declares an invalid tensor shape {declared}")
     if shape is not None:
-        want = tuple(int(d) for d in shape)
-        if declared not in (want, (1, *want)):
+        want = tuple(map(int, shape))
+        if declared != want and declared != (1, *want):
             raise BitstreamShapeError(
                 f"bitstream declares shape {list(declared)}, expected {list(want)}"
             )
-    elements = 1
-    for d in declared:
-        elements *= d
+    elements = math.prod(declared)
     if elements > max_elements:
         raise BitstreamSizeError(
             f"bitstream declares {elements} elements {list(declared)}, more than the limit "

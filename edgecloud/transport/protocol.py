@@ -128,6 +128,7 @@ _REQUEST_TYPES = {
     "sent_at": (int, float),
     "v": int,
 }
+_REQUEST_KEYS = frozenset(_REQUEST_TYPES)
 
 
 def _load_json(frame: bytes, what: str) -> Dict[str, Any]:
@@ -177,11 +178,11 @@ def unpack_request(frames: Sequence[Any]) -> Tuple[Request, Any]:
             ErrorCode.VERSION,
             f"protocol version {version!r} (this daemon speaks {PROTOCOL_VERSION})",
         )
-    unknown = sorted(set(obj) - set(_REQUEST_TYPES))
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(obj):
+        unknown = sorted(set(obj) - _REQUEST_KEYS)
         raise BadRequest(ErrorCode.MALFORMED, f"unknown header fields {unknown}")
-    for key, kind in _REQUEST_TYPES.items():
-        if key in obj and (not isinstance(obj[key], kind) or isinstance(obj[key], bool)):
+    for key, value in obj.items():
+        if not isinstance(value, _REQUEST_TYPES[key]) or isinstance(value, bool):
             raise BadRequest(ErrorCode.MALFORMED, f"header field {key!r} has a wrong type")
     request = Request(**obj)
     if not request.id or len(request.id) > 64:
