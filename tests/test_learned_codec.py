@@ -198,3 +198,29 @@ def test_sweep_cli_refuses_a_missing_or_wrong_learned_codec_file_before_writing(
     assert main([*base, "--codec-calibration", str(tmp_path / "missing.npz")]) == 1
     assert "missing.npz does not exist" in capsys.readouterr().err
     assert not csv_path.exists()
+
+
+def test_video_sweep_takes_learned_and_bit_allocated_codecs(trained, samples_dir, tmp_path, capsys):
+    """`sweep --video` with a learned codec (its file) and an rdX codec (sensitivity through
+    the tail on the still calibration images): frame rows for both, stream rows for rdX; a
+    learned codec made for another cut is refused before the CSV is written."""
+    csv_path, json_path = tmp_path / "v.csv", tmp_path / "v.json"
+    argv = ["sweep", "--video", "bikes.mp4", "--limit", "4", "--calib-images", "8",
+            "--data", str(samples_dir), "--codec", "learned-tiny,q4-ncc-crans-rd1.0",
+            "--codec-calibration", str(trained / "tiny.npz"), "--keyframe-interval", "2",
+            "--no-progress", "--csv", str(csv_path), "--json", str(json_path)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(json_path.read_text())["rows"]
+    by = {(r["codec"], r["mode"]): r for r in rows}
+    assert set(by) == {
+        ("learned-tiny", "frame"),
+        ("q4-ncc-crans-rd1.0", "frame"),
+        ("q4-ncc-crans-rd1.0", "stream"),
+    }
+    for row in rows:
+        assert row["frames"] == 4 and row["bits_per_element"] > 0
+        assert row["fidelity_lo"] <= row["fidelity"] <= row["fidelity_hi"]
+    other = tmp_path / "other.csv"
+    assert main([*argv[:-4], "--cut", "blocks.3", "--csv", str(other)]) == 1
+    assert "learned codec tiny was trained for" in capsys.readouterr().err
+    assert not other.exists()

@@ -318,6 +318,7 @@ def run_video(args: argparse.Namespace) -> int:
     for cut in cuts:
         get_cut(model, cut)
     codecs = args.codecs or VIDEO_CODECS
+    learned = _learned_codecs(args.codec_calibration)  # a bad file stops before any output
     calibration = SweepData.split(args.data, model, None, args.calib_images).calibration
     calib = None
     if calibration is not None:  # the same images an image sweep calibrates on
@@ -330,7 +331,8 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"writing rows to {csv_path}" + (f" and {json_path}" if json_path else ""))
     bar = tqdm(unit="frame", desc="sweep", disable=args.no_progress, file=sys.stderr)
     sweep = VideoSweep(model, frames, cuts, codecs, calib, args.keyframe_interval,
-                       video=path.name, progress=bar.update)  # fmt: skip
+                       video=path.name, progress=bar.update, learned=learned)  # fmt: skip
+    sweep.check_learned()  # a missing or wrong learned codec stops before the CSV is made
     rows: List[Dict[str, Any]] = []
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="") as sink:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -65,6 +65,26 @@ COLUMNS = [
     "tail_ms",
     "calibration",
 ]
+
+
+def learned_codec(
+    learned: Mapping[str, LearnedCodec], name: str, model: str, cut: str
+) -> LearnedCodec:
+    """The learned codec ``name`` from ``learned`` (the ``--codec-calibration`` files), checked
+    for this model and cut; DatasetError naming the file to pass or the mismatch."""
+    codec = learned.get(name)
+    if codec is None:
+        raise DatasetError(
+            f"codec learned-{name} needs its file: --codec-calibration {name}.npz "
+            "(made by `edgecloud train-codec`)"
+        )
+    meta = codec.meta
+    if (meta.get("model"), meta.get("cut")) != (model, cut):
+        raise DatasetError(
+            f"learned codec {name} was trained for {meta.get('model')} at cut "
+            f"{meta.get('cut')!r}, not {model} at {cut!r}"
+        )
+    return codec
 
 
 @dataclass
@@ -292,18 +312,8 @@ class Sweep:
     def _learned(self, name: str, cut: str) -> LearnedCodec:
         """The learned codec ``name``, checked for this model and cut and for training images
         that would be evaluated on."""
-        codec = self.learned.get(name)
-        if codec is None:
-            raise DatasetError(
-                f"codec learned-{name} needs its file: --codec-calibration {name}.npz "
-                "(made by `edgecloud train-codec`)"
-            )
+        codec = learned_codec(self.learned, name, self.model.name, cut)
         meta = codec.meta
-        if (meta.get("model"), meta.get("cut")) != (self.model.name, cut):
-            raise DatasetError(
-                f"learned codec {name} was trained for {meta.get('model')} at cut "
-                f"{meta.get('cut')!r}, not {self.model.name} at {cut!r}"
-            )
         overlap = set(meta.get("train_files", ())) & {p.name for p in self.data.evaluation.files}
         if overlap:
             raise DatasetError(

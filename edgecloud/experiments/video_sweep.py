@@ -9,17 +9,20 @@ the video itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
+from edgecloud.codec import CodecCalibration, FeatureCodec, LearnedCodec, parse_spec
+from edgecloud.codec.feature_codec import Calibration
 from edgecloud.codec.stream import StreamDecoder, StreamEncoder, stream_kind
 from edgecloud.errors import CodecSpecError
 from edgecloud.experiments.stats import bootstrap_ci
+from edgecloud.experiments.sweep import learned_codec
 from edgecloud.partition import split
+from edgecloud.partition.sensitivity import channel_sensitivity
 
 
 def can_stream(spec: str) -> bool:
@@ -43,8 +46,19 @@ class VideoSweep:
     skip_levels: Sequence[int] = (0,)
     video: str = ""
     progress: Callable[[int], None] = lambda _n: None
+    learned: Dict[str, LearnedCodec] = field(default_factory=dict)  # learned-NAME codecs
+
+    def check_learned(self) -> None:
+        """DatasetError unless every ``learned-NAME`` codec is loaded and made for this model
+        and each cut (cheap: before any frame is coded)."""
+        for codec in self.codecs:
+            spec = parse_spec(codec)
+            if spec.kind == "learned":
+                for cut in self.cuts:
+                    learned_codec(self.learned, spec.name, self.model.name, cut)
 
     def rows(self) -> Iterator[Dict[str, Any]]:
+        self.check_learned()
         x = torch.stack([self.model.preprocessing(image) for image in self.frames])
         for cut in self.cuts:
             head, tail = split(self.model, cut)
@@ -56,8 +70,9 @@ class VideoSweep:
                 calib = None
                 if self.calibration_images is not None:
                     calib = head(self.calibration_images).numpy()
+            sensitivity: List[np.ndarray] = []  # of the channels, for rdX codecs: once per cut
             for codec in self.codecs:
-                calibration = self._calibration(codec, calib)
+                calibration = self._calibration(codec, cut, calib, tail, sensitivity)
                 base = {"video": self.video, "model": self.model.name, "cut": cut,
                         "codec": codec, "frames": len(x), "head_ms": round(head_ms, 3)}  # fmt: skip
                 yield {**base, **self._per_frame(codec, calibration, features, tail, reference)}
@@ -68,19 +83,28 @@ class VideoSweep:
                         yield {**base, **row}
                         self.progress(len(x))
 
-    @staticmethod
-    def _calibration(codec: str, calib: Optional[np.ndarray]) -> Optional[CodecCalibration]:
+    def _calibration(
+        self,
+        codec: str,
+        cut: str,
+        calib: Optional[np.ndarray],
+        tail: torch.nn.Module,
+        sensitivity: List[np.ndarray],
+    ) -> Optional[Calibration]:
+        """What ``codec`` needs at ``cut``: a calibration fitted on the still images (for
+        ``rdX`` with the channels' sensitivity through ``tail``), a learned codec, or None."""
         spec = parse_spec(codec)
+        if spec.kind == "learned":
+            return learned_codec(self.learned, spec.name, self.model.name, cut)
         if not spec.needs_calibration:
             return None
-        if spec.kind == "learned" or spec.target_rate is not None:
-            raise CodecSpecError(
-                f"{codec}: the video sweep takes no learned or bit-allocated (rdX) codecs; "
-                "sweep them on images"
-            )
         if calib is None:
             raise CodecSpecError(f"{codec} needs calibration images")
-        return CodecCalibration.fit(calib, spec)
+        if spec.target_rate is None:
+            return CodecCalibration.fit(calib, spec)
+        if not sensitivity:
+            sensitivity.append(channel_sensitivity(tail, calib))
+        return CodecCalibration.fit(calib, spec, sensitivity=sensitivity[0])
 
     def _per_frame(self, codec, calibration, features, tail, reference) -> Dict[str, Any]:
         coder = FeatureCodec.from_spec(codec, calibration)
