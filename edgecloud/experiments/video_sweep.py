@@ -47,6 +47,7 @@ class VideoSweep:
     video: str = ""
     progress: Callable[[int], None] = lambda _n: None
     learned: Dict[str, LearnedCodec] = field(default_factory=dict)  # learned-NAME codecs
+    _sensitivity: Dict[str, np.ndarray] = field(default_factory=dict, init=False)  # by cut
 
     def check_learned(self) -> None:
         """DatasetError unless every ``learned-NAME`` codec is loaded and made for this model
@@ -70,9 +71,8 @@ class VideoSweep:
                 calib = None
                 if self.calibration_images is not None:
                     calib = head(self.calibration_images).numpy()
-            sensitivity: List[np.ndarray] = []  # of the channels, for rdX codecs: once per cut
             for codec in self.codecs:
-                calibration = self._calibration(codec, cut, calib, tail, sensitivity)
+                calibration = self._calibration(codec, cut, calib, tail)
                 base = {"video": self.video, "model": self.model.name, "cut": cut,
                         "codec": codec, "frames": len(x), "head_ms": round(head_ms, 3)}  # fmt: skip
                 yield {**base, **self._per_frame(codec, calibration, features, tail, reference)}
@@ -89,7 +89,6 @@ class VideoSweep:
         cut: str,
         calib: Optional[np.ndarray],
         tail: torch.nn.Module,
-        sensitivity: List[np.ndarray],
     ) -> Optional[Calibration]:
         """What ``codec`` needs at ``cut``: a calibration fitted on the still images (for
         ``rdX`` with the channels' sensitivity through ``tail``), a learned codec, or None."""
@@ -102,9 +101,9 @@ class VideoSweep:
             raise CodecSpecError(f"{codec} needs calibration images")
         if spec.target_rate is None:
             return CodecCalibration.fit(calib, spec)
-        if not sensitivity:
-            sensitivity.append(channel_sensitivity(tail, calib))
-        return CodecCalibration.fit(calib, spec, sensitivity=sensitivity[0])
+        if cut not in self._sensitivity:  # of the channels, through the tail: once per cut
+            self._sensitivity[cut] = channel_sensitivity(tail, calib)
+        return CodecCalibration.fit(calib, spec, sensitivity=self._sensitivity[cut])
 
     def _per_frame(self, codec, calibration, features, tail, reference) -> Dict[str, Any]:
         coder = FeatureCodec.from_spec(codec, calibration)
