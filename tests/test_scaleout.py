@@ -4,6 +4,8 @@ Triton server behind both daemons, and with the torch executor (runs everywhere)
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import List
 
@@ -60,6 +62,11 @@ def test_a_killed_daemon_loses_no_request(start_daemon, daemon_args, lite0, samp
     for _ in range(EDGES * FRAMES // 4):  # a quarter answered: both daemons have work
         assert answered.acquire(timeout=120)
     assert requests_served(first.endpoint) > 0 and requests_served(second.endpoint) > 0
+    # frozen first, so that requests routed to it are surely in flight when it dies (killed
+    # at once, it may have answered everything it had)
+    os.kill(first.pid, signal.SIGSTOP)
+    for _ in range(EDGES):  # the edges go on with the other daemon meanwhile
+        assert answered.acquire(timeout=120)
     first.kill()
     for thread in threads:
         thread.join(120)
