@@ -47,6 +47,25 @@ def sample_images(lite0, samples_dir) -> Callable[[int], torch.Tensor]:
     return images
 
 
+@pytest.fixture(scope="session")
+def int8_calibrations(lite0, samples_dir, tmp_path_factory) -> Callable[[str], object]:
+    """``int8_calibrations(cut)``: Lite0's INT8 calibration at ``cut`` on the first 64 shared
+    images, made once per cut for the whole session."""
+    from edgecloud.datasets import ImageFolder
+    from edgecloud.quantize import calibrate
+
+    done: Dict[str, object] = {}
+
+    def get(cut: str) -> object:
+        if cut not in done:
+            out = tmp_path_factory.mktemp(f"int8-{cut}")
+            images = ImageFolder(samples_dir, lite0.preprocessing)
+            done[cut] = calibrate(lite0, cut, images, num_images=64, out_dir=out)
+        return done[cut]
+
+    return get
+
+
 @pytest.fixture
 def free_endpoint() -> str:
     """``tcp://127.0.0.1:PORT`` with a port that nothing listens on right now."""

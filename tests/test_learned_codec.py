@@ -119,7 +119,9 @@ def test_sweep_rows_for_learned_codecs_and_refused_overlap(trained, lite0, sampl
         list(Sweep(lite0, data, ["blocks"], ["learned-tiny"], workers=0).rows())
 
 
-def test_daemon_serves_a_learned_codec_to_an_edge(trained, lite0, samples_dir, start_daemon):
+def test_daemon_serves_a_learned_codec_to_an_edge(
+    trained, lite0, samples_dir, start_daemon, tmp_path
+):
     """`edgecloud serve --codec-calibration NAME.npz` in a child process; the edge encodes with
     the same artifact; answers equal the local head -> codec -> tail path."""
     from edgecloud.edge import EdgeClient, iter_frames
@@ -139,27 +141,70 @@ def test_daemon_serves_a_learned_codec_to_an_edge(trained, lite0, samples_dir, s
             feature = head(lite0.preprocessing(image)[None]).numpy()
             local = tail(torch.from_numpy(fc.decode(fc.encode(feature)))).argmax(1).item()
         assert result.indices[0] == local and result.bytes_sent < 4000
+    # `edgecloud edge --backend onnxruntime`: head and encoder as one ONNX Runtime graph
+    jsonl = tmp_path / "edge.jsonl"
+    argv = ["edge", "--connect", daemon.endpoint, "--data", str(samples_dir), "--limit", "3",
+            "--backend", "onnxruntime", "--codec", "learned-tiny", "--codec-calibration",
+            str(path), "--jsonl", str(jsonl)]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["indices"][0] for r in lines] == [r.indices[0] for r in results]
 
 
-def test_edge_side_exports_to_onnx_with_the_head(trained, lite0, sample_images, tmp_path):
-    """Head + encoder as one ONNX graph; ONNX Runtime's latents code to the same payload
-    size and decode to (almost) the torch path's feature."""
-    import onnxruntime as ort
-
-    from edgecloud.quantize.export import export_head_with_encoder
+def test_head_runners_run_the_encoder_in_the_head_graph(
+    trained, lite0, sample_images, int8_calibrations
+):
+    """The edge side as one graph (fp32 and INT8 heads in ONNX Runtime, torch): the runners
+    return latents whose bitstream decodes like the torch path's (fp32) or like the INT8
+    head's feature through the torch encoder (INT8)."""
+    from edgecloud.backends import create_head_runner
 
     codec = load_calibration_file(trained / "tiny.npz")
-    head, _ = split(lite0, "blocks")
-    path = export_head_with_encoder(head, codec, lite0.input_shape, tmp_path / "edge.onnx")
-    images = sample_images(2).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    latents = session.run(None, {session.get_inputs()[0].name: images})[0]
-    assert latents.shape == (2, *codec.config.latent_shape)
-    with torch.inference_mode():
-        feature = head(torch.from_numpy(images)).numpy()
-    from_onnx = codec.decode(codec.encode_latents(latents), feature.shape)
-    reference = codec.decode(codec.encode(feature), feature.shape)
-    assert np.mean(np.isclose(from_onnx, reference, atol=1e-3)) > 0.99
+    fc = FeatureCodec(parse_spec("learned-tiny"), codec)
+    images = sample_images(3).numpy()
+    reference = fc.decode(fc.encode(create_head_runner("torch", lite0, "blocks").run(images)))
+    for backend in ("torch", "onnxruntime"):
+        with create_head_runner(backend, lite0, "blocks", encoder=codec) as runner:
+            latents = runner.run(images)
+            assert runner.describe()["encoder"] == "learned-tiny"
+        assert latents.shape == (3, *codec.config.latent_shape)
+        stream = fc.encode_latents(latents)
+        assert decode_bitstream(stream, {codec.id: codec}).shape == (3, 320, 7, 7)
+        assert np.mean(np.isclose(fc.decode(stream), reference, atol=1e-3)) > 0.99
+        one = fc.encode_latents(latents[0])  # one image: a (C, H, W) feature, as the edge sends
+        assert fc.decode(one).shape == (320, 7, 7)
+    art = int8_calibrations("blocks")
+    int8 = create_head_runner("onnxruntime", lite0, "blocks", int8=True, calibration=art.directory)
+    with create_head_runner(
+        "onnxruntime", lite0, "blocks", int8=True, calibration=art.directory, encoder=codec
+    ) as runner:
+        latents = runner.run(images)
+        assert runner.describe()["precision"] == "int8"
+    expected = fc.decode(fc.encode(int8.run(images)))
+    assert np.mean(np.isclose(fc.decode(fc.encode_latents(latents)), expected, atol=1e-3)) > 0.99
+
+
+def test_an_encoder_for_another_cut_or_codec_is_refused(trained, lite0):
+    from edgecloud.backends import create_head_runner
+    from edgecloud.edge.client import Rung
+    from edgecloud.errors import ConfigError
+
+    codec = load_calibration_file(trained / "tiny.npz")
+    with pytest.raises(CalibrationError, match=r"trained for efficientnet_lite0 at cut 'blocks'"):
+        create_head_runner("onnxruntime", lite0, "blocks.3", encoder=codec)
+    runner = create_head_runner("torch", lite0, "blocks", encoder=codec)
+    with pytest.raises(ConfigError, match="needs --codec learned-tiny"):
+        Rung("blocks", "q8-ncc-zstd", FeatureCodec.from_spec("q8-ncc-zstd"), runner)
+    with pytest.raises(CodecSpecError, match="not a learned codec"):
+        FeatureCodec.from_spec("q8-ncc-zstd").encode_latents(np.zeros((4, 7, 7), np.float32))
+
+
+def test_build_takes_only_a_learned_codec_for_its_engine(capsys):
+    from edgecloud.presets import PRESET_DIR
+
+    preset = sorted(PRESET_DIR.glob("*.npz"))[0]
+    assert main(["build", "--cut", "blocks", "--codec-calibration", str(preset)]) != 0
+    assert "build takes a learned codec" in capsys.readouterr().err
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(lite0, samples_dir, tmp_path):

@@ -27,27 +27,13 @@ from edgecloud.quantize import (
 from edgecloud.quantize.export import compare_with_torch, io_shapes
 from edgecloud.quantize.trt_cache import trt_version_number, with_header
 
-CALIBRATION_IMAGES = 64
+CALIBRATION_IMAGES = 64  # as in conftest's int8_calibrations
 EVAL_IMAGES = 256  # images 64..319: disjoint from the calibration images
 
 
 @pytest.fixture(scope="session")
 def dataset(lite0, samples_dir):
     return ImageFolder(samples_dir, lite0.preprocessing)
-
-
-@pytest.fixture(scope="session")
-def calibrations(lite0, dataset, tmp_path_factory):
-    """Calibrate lazily, once per cut, for the whole session."""
-    done = {}
-
-    def get(cut: str) -> CalibrationArtifacts:
-        if cut not in done:
-            out = tmp_path_factory.mktemp(f"int8-{cut}")
-            done[cut] = calibrate(lite0, cut, dataset, num_images=CALIBRATION_IMAGES, out_dir=out)
-        return done[cut]
-
-    return get
 
 
 @pytest.fixture(scope="session")
@@ -211,8 +197,8 @@ def test_calibration_cache_rejects_garbage(bad):
 # --- calibration artifacts ----------------------------------------------------------------
 
 
-def test_calibration_artifacts(calibrations, lite0):
-    art = calibrations("blocks")
+def test_calibration_artifacts(int8_calibrations, lite0):
+    art = int8_calibrations("blocks")
     manifest = json.loads((art.directory / "manifest.json").read_text())
     assert manifest["model"] == lite0.name and manifest["cut"] == "blocks"
     assert manifest["weights_id"] == lite0.weights_id
@@ -230,10 +216,10 @@ def test_calibration_artifacts(calibrations, lite0):
     assert set(cache) <= tensors
 
 
-def test_calibration_load_errors(calibrations, tmp_path):
+def test_calibration_load_errors(int8_calibrations, tmp_path):
     with pytest.raises(CalibrationError, match="no calibration"):
         CalibrationArtifacts.load(tmp_path)
-    art = CalibrationArtifacts.load(calibrations("blocks").directory)
+    art = CalibrationArtifacts.load(int8_calibrations("blocks").directory)
     with pytest.raises(CalibrationError, match="blocks.2"):
         art.check("efficientnet_lite0", "blocks.2")
     (tmp_path / "manifest.json").write_text("{not json")
@@ -251,8 +237,8 @@ def test_unknown_method_and_no_images(lite0, dataset, tmp_path):
 # --- the fast CPU graph -------------------------------------------------------------------
 
 
-def test_cpu_graph_exact_form_matches_tensorrt_graph(calibrations, dataset):
-    art = calibrations("blocks")
+def test_cpu_graph_exact_form_matches_tensorrt_graph(int8_calibrations, dataset):
+    art = int8_calibrations("blocks")
     qdq = onnx.load(str(art.qdq_onnx))
     exact = to_uint8_activations(qdq, unsigned_after_relu=False)
     batch = torch.stack([dataset[i][0] for i in range(600, 604)]).numpy()
@@ -292,8 +278,8 @@ def test_onnxruntime_backend_sessions_do_not_spin():
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
 
 
-def test_int8_runners_agree(calibrations, lite0, dataset):
-    art = calibrations("blocks")
+def test_int8_runners_agree(int8_calibrations, lite0, dataset):
+    art = int8_calibrations("blocks")
     batch = torch.stack([dataset[i][0] for i in range(700, 708)]).numpy()
     ref = create_head_runner("torch", lite0, "blocks").run(batch)
     cpu = create_head_runner("onnxruntime", lite0, "blocks", int8=True, calibration=art.directory)
@@ -313,8 +299,8 @@ def test_int8_runners_agree(calibrations, lite0, dataset):
     assert cpu.describe()["precision"] == "int8"
 
 
-def test_int8_runner_rejects_calibration_of_other_cut(calibrations, lite0):
-    art = calibrations("blocks")
+def test_int8_runner_rejects_calibration_of_other_cut(int8_calibrations, lite0):
+    art = int8_calibrations("blocks")
     with pytest.raises(CalibrationError, match="blocks"):
         create_head_runner("onnxruntime", lite0, "blocks.2", int8=True, calibration=art.directory)
 
@@ -323,8 +309,8 @@ def test_int8_runner_rejects_calibration_of_other_cut(calibrations, lite0):
 
 
 @pytest.mark.parametrize("cut", ["blocks.2", "blocks"])
-def test_int8_top1_within_one_point(cut, calibrations, lite0, held_out):
-    art = calibrations(cut)
+def test_int8_top1_within_one_point(cut, int8_calibrations, lite0, held_out):
+    art = int8_calibrations(cut)
     _, tail = split(lite0, cut)
     runner = create_head_runner("onnxruntime", lite0, cut, int8=True, calibration=art.directory)
     fp32_hits = int8_hits = agree = 0

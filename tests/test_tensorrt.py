@@ -130,6 +130,41 @@ def test_int8_engine_close_to_fp32_and_onnxruntime(lite0, images, calibration, i
 
 @pytest.mark.tensorrt
 @needs_gpu
+def test_engine_with_a_learned_encoder_matches_onnxruntime(lite0, images, samples_dir, tmp_path):
+    """Head + a learned codec's encoder as one engine: latents as ONNX Runtime's of the same
+    graph; implicit INT8 (no scales for the encoder) is refused."""
+    from edgecloud.cli import main
+    from edgecloud.codec import load_calibration_file
+
+    argv = ["train-codec", "--cut", CUT, "--name", "tiny", "--steps", "4", "--train-images", "8",
+            "--views", "1", "--latent", "4", "--batch-size", "4", "--data", str(samples_dir),
+            "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    codec = load_calibration_file(tmp_path / "tiny.npz")
+    batch = _batch(images, 100, 4)
+    ref = create_head_runner("onnxruntime", lite0, CUT, encoder=codec).run(batch)
+    runner = create_head_runner("tensorrt", lite0, CUT, engine_dir=tmp_path, encoder=codec)
+    try:
+        out = runner.run(batch)
+        assert runner.describe()["encoder"] == "learned-tiny"
+    finally:
+        runner.close()
+    assert out.shape == ref.shape == (4, *codec.config.latent_shape)
+    assert _cosine(out, ref) > 0.999
+    with pytest.raises(BackendUnavailableError, match="explicit"):
+        create_head_runner(
+            "tensorrt",
+            lite0,
+            CUT,
+            int8=True,
+            implicit_int8=True,
+            encoder=codec,
+            engine_dir=tmp_path,
+        )
+
+
+@pytest.mark.tensorrt
+@needs_gpu
 def test_runner_works_from_another_thread(lite0, images, tmp_path):
     import threading
 

@@ -11,7 +11,11 @@ from edgecloud.errors import HeadInputError
 
 
 class HeadRunner(abc.ABC):
-    """Runs the head of a model up to a cut point. Subclasses set the attributes below."""
+    """Runs the head of a model up to a cut point. Subclasses set the attributes below.
+
+    A runner built with a learned codec's ``encoder`` (:class:`~edgecloud.codec.LearnedCodec`)
+    runs the head and that encoder as one graph: ``run`` returns the latents (N, L, h, w) for
+    ``FeatureCodec.encode_latents`` instead of the feature."""
 
     backend: str = ""
     model: str = ""
@@ -19,9 +23,11 @@ class HeadRunner(abc.ABC):
     input_shape: Tuple[int, ...] = ()  # without the batch axis
     precision: str = "fp32"
     max_batch: Optional[int] = None
+    encoder: Any = None  # the LearnedCodec whose latents run() returns, if any
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Feature (N, C, H, W) float32 of a float32 NCHW ``batch`` of preprocessed images."""
+        """Feature (N, C, H, W) float32 of a float32 NCHW ``batch`` of preprocessed images (with
+        an ``encoder``: its latents)."""
         return self._run(self.check_input(batch))
 
     __call__ = run
@@ -37,6 +43,7 @@ class HeadRunner(abc.ABC):
             "cut": self.cut,
             "precision": self.precision,
             "input_shape": list(self.input_shape),
+            "encoder": self.encoder.spec if self.encoder is not None else None,
         }
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runners hold nothing

@@ -12,7 +12,7 @@ from edgecloud.artifacts import sha256_file
 from edgecloud.backends.base import HeadRunner, shape_tuple
 from edgecloud.errors import BackendUnavailableError, CalibrationError
 from edgecloud.quantize.calibrate import CalibrationArtifacts, artifact_dir
-from edgecloud.quantize.export import export_onnx
+from edgecloud.quantize.export import append_encoder, export_onnx
 
 # Which INT8 graph of a calibration to run: "cpu" (uint8 activations, ONNX Runtime's fast
 # integer kernels) or "tensorrt" (the signed QDQ graph exactly as it ships to TensorRT).
@@ -63,6 +63,7 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         device: Optional[str] = None,
         threads: Optional[int] = None,
         int8_graph: str = "cpu",
+        encoder: Any = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -85,6 +86,9 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         else:
             path = self._export_fp32(spec, cut)
             self.precision, self.graph, self.calibration = "fp32", "fp32", None
+        if encoder is not None:
+            path = append_encoder(path, encoder, self._scratch() / f"{encoder.name}-edge.onnx")
+            self.encoder = encoder
         self.onnx_path = path
         self.onnx_sha256 = sha256_file(path)
 
@@ -96,8 +100,13 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         from edgecloud.partition import split
 
         head, _ = split(spec, cut)
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgecloud-head-")
-        return export_onnx(head, self.input_shape, Path(self._tmp.name) / "head_fp32.onnx")
+        return export_onnx(head, self.input_shape, self._scratch() / "head_fp32.onnx")
+
+    def _scratch(self) -> Path:
+        """A temporary directory for exported graphs, removed on ``close``."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgecloud-head-")
+        return Path(self._tmp.name)
 
     @staticmethod
     def _providers(ort, device: Optional[str]):

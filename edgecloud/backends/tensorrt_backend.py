@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 import numpy as np
 
+from edgecloud.artifacts import sha256_file
 from edgecloud.backends.base import HeadRunner, shape_tuple
 from edgecloud.backends.onnxruntime_backend import resolve_calibration
 from edgecloud.backends.tensorrt_engine import (
@@ -25,7 +26,7 @@ from edgecloud.backends.tensorrt_engine import (
     make_logger,
 )
 from edgecloud.errors import BackendUnavailableError
-from edgecloud.quantize.export import INPUT_NAME, export_onnx
+from edgecloud.quantize.export import INPUT_NAME, append_encoder, export_onnx
 
 
 def parse_device(device: Optional[str]) -> tuple:
@@ -61,6 +62,7 @@ class TensorRTHeadRunner(HeadRunner):
         engine_dir: Union[str, Path] = DEFAULT_ENGINE_DIR,
         workspace_mb: int = 1024,
         rebuild: bool = False,
+        encoder: Any = None,
     ) -> None:
         trt = import_tensorrt()
         cuda = import_pycuda()
@@ -81,6 +83,11 @@ class TensorRTHeadRunner(HeadRunner):
         engine_dir = Path(engine_dir)
 
         cache = None
+        if encoder is not None and implicit_int8:
+            raise BackendUnavailableError(
+                "a learned encoder needs the explicit (QDQ) INT8 graph: drop implicit_int8 (its "
+                "calibration cache has no scales for the encoder)"
+            )
         if int8:
             artifacts = resolve_calibration(spec, cut, calibration)
             self.calibration = str(artifacts.directory)
@@ -96,6 +103,11 @@ class TensorRTHeadRunner(HeadRunner):
             self.calibration = None
             onnx_path = self._fp32_onnx(spec, cut, engine_dir)
             self.precision = "fp16" if fp16 else "fp32"
+        if encoder is not None:
+            onnx_path = self._with_encoder(
+                onnx_path, encoder, engine_dir / "onnx" / spec.name / cut
+            )
+            self.encoder = encoder
         self.onnx_path = onnx_path
 
         self._device = cuda.Device(gpu_index)
@@ -168,6 +180,16 @@ class TensorRTHeadRunner(HeadRunner):
         if not path.is_file():
             head, _ = split(spec, cut)
             export_onnx(head, self.input_shape, path)
+        return path
+
+    @staticmethod
+    def _with_encoder(onnx_path: Path, encoder: Any, directory: Path) -> Path:
+        """Head graph + learned encoder, made once per (head graph, codec) under ``directory``
+        (the engine cache keys on the graph's sha256)."""
+        key = f"{sha256_file(onnx_path)[:12]}-{encoder.hash[:12]}"
+        path = directory / f"{onnx_path.stem}+{encoder.name}-{key}.onnx"
+        if not path.is_file():
+            append_encoder(onnx_path, encoder, path)
         return path
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -14,7 +14,13 @@ class TorchHeadRunner(HeadRunner):
     backend = "torch"
 
     def __init__(
-        self, spec, cut: str, *, device: Optional[str] = None, threads: Optional[int] = None
+        self,
+        spec,
+        cut: str,
+        *,
+        device: Optional[str] = None,
+        threads: Optional[int] = None,
+        encoder: Any = None,
     ) -> None:
         import torch
 
@@ -29,6 +35,9 @@ class TorchHeadRunner(HeadRunner):
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
         head, _ = split(spec, cut)
+        if encoder is not None:
+            head = torch.nn.Sequential(head, encoder.encoder_module())
+        self.encoder = encoder
         self.head = head.eval().to(self.device)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

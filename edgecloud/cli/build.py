@@ -27,6 +27,9 @@ examples:
   edgecloud build --cut blocks.4 --int8                     # explicit INT8 from head_qdq.onnx
   edgecloud build --cut blocks.4 --int8 --fp16              # + FP16 for unquantized layers
   edgecloud build --cut blocks.4 --int8 --implicit --dla-core 0   # DLA, calibration cache
+  edgecloud build --cut blocks --int8 --codec-calibration codecs/lite0_blocks_a.npz
+      # head + a learned codec's encoder as one engine (what `edgecloud edge --backend
+      # tensorrt --codec learned-lite0_blocks_a --codec-calibration ...` loads)
 """
 
 
@@ -48,6 +51,12 @@ def register(subparsers: Any) -> None:
         "--implicit",
         action="store_true",
         help="implicit INT8: fp32 ONNX + calibration cache (for the DLA) instead of QDQ",
+    )
+    parser.add_argument(
+        "--codec-calibration",
+        default=None,
+        metavar="FILE",
+        help="a learned codec (.npz from train-codec): its encoder joins the head's engine",
     )
     parser.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
     parser.add_argument("--device", default=None, help="cuda[:N] (default) or dla:K")
@@ -86,6 +95,17 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_model(model_name(args), args.weights)
     cut = resolve_cut(spec, args.cut)
+    encoder = None
+    if args.codec_calibration:
+        from edgecloud.codec import LearnedCodec, load_calibration_file
+        from edgecloud.errors import ConfigError
+
+        encoder = load_calibration_file(args.codec_calibration)
+        if not isinstance(encoder, LearnedCodec):
+            raise ConfigError(
+                f"--codec-calibration {args.codec_calibration} is a codec calibration; build "
+                "takes a learned codec (its encoder runs in the engine)"
+            )
     start = time.perf_counter()
     runner = create_head_runner(
         "tensorrt",
@@ -102,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         engine_dir=args.engine_dir,
         workspace_mb=args.workspace_mb,
         rebuild=args.rebuild,
+        encoder=encoder,
     )
     summary = {**runner.describe(), "build_s": round(time.perf_counter() - start, 2)}
     if args.runs:

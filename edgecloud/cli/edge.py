@@ -46,7 +46,10 @@ head and encoder) and streams. One line per frame (top-1 label, bytes sent, roun
 decode_ms, queue_ms, tail_ms, server_ms). The final JSON line has counts and the median of each
 stage over the frames. If the daemon stops answering, the run stops with one message. Codecs
 that need a calibration use the preset shipped for the model, weights and cut
-(edgecloud.presets) unless --codec-calibration is given. Video files and cameras need OpenCV
+(edgecloud.presets) unless --codec-calibration is given. A learned codec (--codec learned-NAME
+--codec-calibration NAME.npz, from `edgecloud train-codec`) runs its encoder in the head's graph:
+with --backend onnxruntime or tensorrt the head (fp32 or --int8) and the encoder are one ONNX
+graph or engine, and head_ms includes the encoder. Video files and cameras need OpenCV
 (pip install 'edgecloud[video]').
 """
 
@@ -221,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     infos = probe_daemons(connect, args.connect_timeout, options)  # before loading anything
     spec = load_model(model_name(args), weights=args.weights)
     cut = resolve_cut(spec, args.cut)
+    from edgecloud.codec import LearnedCodec
+
     calibration = None
     if args.codec_calibration:
         from edgecloud.codec import load_calibration_file
@@ -233,7 +238,11 @@ def run(args: argparse.Namespace) -> int:
         )
     adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
     cut, codec = parse_rung(ladder[0], cut) if ladder else (cut, None)  # the first rung
-    heads = {c: head_runner(args, spec, c) for c in {parse_rung(e, cut)[0] for e in ladder}}
+    if adapt is None and isinstance(calibration, LearnedCodec):
+        # the learned encoder runs in the head's graph (ONNX Runtime, TensorRT or torch)
+        heads = {cut: head_runner(args, spec, cut, encoder=calibration)}
+    else:
+        heads = {c: head_runner(args, spec, c) for c in {parse_rung(e, cut)[0] for e in ladder}}
     head = heads.get(cut) or head_runner(args, spec, cut)
     skipped: List[str] = []
     running = RunningSummary()
@@ -260,9 +269,10 @@ def run(args: argparse.Namespace) -> int:
         ) as edge:
             edge.check(infos)
             edge.warm_up()
+            graph = "head + learned encoder" if head.encoder is not None else "head"
             print(
-                f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} head) -> "
-                f"{', '.join(edge.endpoints)}",
+                f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} {graph}) "
+                f"-> {', '.join(edge.endpoints)}",
                 file=sys.stderr,
             )
             frames = iter_frames(

@@ -79,6 +79,29 @@ class FeatureCodec:
             return bitstream.pack(header, cal.encode(arr.reshape(working_view(arr.shape))))
         return self._encode_quant(arr, header)
 
+    def encode_latents(self, latents: Any) -> bytes:
+        """The bitstream of a learned codec from its encoder's latents, (L, h, w) for a
+        (C, H, W) feature or (N, L, h, w) for (N, C, H, W): what a head runner built with the
+        codec as its ``encoder`` returns (:func:`edgecloud.backends.create_head_runner`). Equal
+        to ``encode`` of the feature, with the encoder run elsewhere (ONNX Runtime, TensorRT)."""
+        cal = self.calibration
+        if self.spec.kind != "learned":
+            raise CodecSpecError(f"codec {self.name!r} is not a learned codec: it codes features")
+        arr = to_float32(latents)
+        if arr.ndim not in (3, 4):
+            raise CodecSpecError(f"latents must have shape (L,h,w) or (N,L,h,w), got {arr.shape}")
+        config = cal.config
+        shape = (*arr.shape[:-3], config.channels, config.height, config.width)
+        header = bitstream.BitstreamHeader(
+            version=bitstream.FORMAT_VERSION,
+            spec=self.spec.canonical,
+            dtype=DTYPE,
+            shape=shape,
+            calibration_id=cal.id,
+            calibration_hash=cal.hash,
+        )
+        return bitstream.pack(header, cal.encode_latents(arr.reshape(-1, *arr.shape[-3:])))
+
     def _encode_quant(self, arr: np.ndarray, header: bitstream.BitstreamHeader) -> bytes:
         q = self.quantize(arr, header)
         payload = b"" if q.symbols is None else self._encode_symbols(q.symbols, q.order, q.h, q.w)

@@ -217,6 +217,23 @@ class LearnedCodec:
             ) from exc
         return module.eval()
 
+    def encoder_module(self):
+        """The encoder alone as a torch module, feature -> latents: the edge's part (for
+        :func:`edgecloud.quantize.export.append_encoder` and head runners)."""
+        import torch
+
+        bottleneck = self.module
+
+        class Encoder(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.bottleneck = bottleneck
+
+            def forward(self, x):
+                return self.bottleneck.encode_latent(x)
+
+        return Encoder().eval()
+
     def check(self, spec: Any, channels: Optional[int] = None) -> None:
         if spec.canonical != self.spec:
             raise CalibrationError(

@@ -107,7 +107,22 @@ class Rung:
     cut: str
     spec: str
     codec: Any  # FeatureCodec
-    head: Any  # head runner: run(batch) -> features
+    head: Any  # head runner: run(batch) -> features (latents if built with an encoder)
+
+    def __post_init__(self) -> None:
+        encoder = getattr(self.head, "encoder", None)
+        calibration = self.codec.calibration
+        if encoder is not None and (calibration is None or calibration.hash != encoder.hash):
+            raise ConfigError(
+                f"the head runner at {self.cut} ends in learned codec {encoder.name}'s encoder: "
+                f"it needs --codec {encoder.spec} with that codec's file, not {self.spec}"
+            )
+
+    def encode(self, output: np.ndarray) -> bytes:
+        """The bitstream of the head's output (a feature, or a learned codec's latents)."""
+        if getattr(self.head, "encoder", None) is not None:
+            return self.codec.encode_latents(output)
+        return self.codec.encode(output)
 
 
 def parse_rung(text: str, default_cut: str) -> Tuple[str, str]:
@@ -243,7 +258,7 @@ class EdgeClient:
         side = self.spec.preprocessing.resize
         x = self.spec.preprocessing(Image.new("RGB", (side, side), (128, 128, 128))).numpy()
         for rung in self.rungs:
-            rung.codec.encode(np.asarray(rung.head.run(x[None]), dtype=np.float32)[0])
+            rung.encode(np.asarray(rung.head.run(x[None]), dtype=np.float32)[0])
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -281,7 +296,7 @@ class EdgeClient:
         mode a keyframe first if none was coded since frame ``after``. Call under
         ``_encode_lock``, and send before releasing it: frames leave in the order coded."""
         if self.stream_encoder is None:
-            return self.codec.encode(feature), -1
+            return self.rungs[0].encode(feature), -1
         encoder = self.stream_encoder
         if after >= 0 and encoder.last_keyframe <= after:  # no keyframe since that frame
             encoder.request_keyframe()
@@ -310,7 +325,7 @@ class EdgeClient:
         with self._encode_lock:
             t0 = time.perf_counter()
             if self.stream_encoder is None:
-                payload, index = rung.codec.encode(feature), -1
+                payload, index = rung.encode(feature), -1
             else:
                 payload, index = self._encode(feature, after)
             timings = {**timings, "encode_ms": (time.perf_counter() - t0) * 1000.0}

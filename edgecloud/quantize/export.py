@@ -127,25 +127,66 @@ def io_shapes(onnx_path: Union[str, Path]) -> Tuple[Tuple, Tuple]:
     return dims(graph.input[0]), dims(graph.output[0])
 
 
-def export_head_with_encoder(
-    head, learned, input_shape: Sequence[int], path: Union[str, Path], **kwargs
-) -> Path:
-    """Export the edge side of a learned codec (:class:`~edgecloud.codec.LearnedCodec`):
-    ``head`` followed by the codec's encoder, image -> latents (N, L, h, w), checked against
-    torch like :func:`export_onnx`. The latents are what the entropy model codes
-    (``LearnedCodec.encode_latents``), so a TensorRT or ONNX Runtime engine of this graph does
-    all of the edge's arithmetic."""
+ENCODER_OUTPUT = "latents"
+
+
+def append_encoder(head_onnx: Union[str, Path], learned, path: Union[str, Path]) -> Path:
+    """The edge side of a learned codec (:class:`~edgecloud.codec.LearnedCodec`) as one graph:
+    the head graph ``head_onnx`` (fp32, or a calibration's INT8 QDQ graph) followed by the
+    codec's encoder, image -> latents (N, L, h, w), which the entropy model codes
+    (``FeatureCodec.encode_latents``). A TensorRT engine or ONNX Runtime session of it runs
+    all of the edge's arithmetic. Checked in ONNX Runtime against the head graph followed by
+    the torch encoder."""
+    import onnx
+    from onnx import compose
+
+    head = onnx.load(str(head_onnx))
+    feature_shape = tuple(io_shapes(head_onnx)[1][1:])
+    config = learned.config
+    if feature_shape != (config.channels, config.height, config.width):
+        raise ExportError(
+            f"learned codec {learned.name} encodes ({config.channels}, {config.height}, "
+            f"{config.width}) features; the head graph {head_onnx} gives {feature_shape}"
+        )
+    encoder = learned.encoder_module()
+    path = Path(path)
+    encoder_path = path.with_name(f"{path.stem}.encoder.onnx")
+    export_onnx(
+        encoder,
+        feature_shape,
+        encoder_path,
+        opset=_opset(head),
+        names=(OUTPUT_NAME, ENCODER_OUTPUT),
+        what="learned encoder",
+    )
+    encoder_graph = onnx.load(str(encoder_path))
+    encoder_graph.ir_version = head.ir_version
+    merged = compose.merge_models(
+        head, encoder_graph, io_map=[(head.graph.output[0].name, OUTPUT_NAME)], prefix2="encoder/"
+    )
+    onnx.checker.check_model(merged, full_check=True)
+    onnx.save(merged, str(path))
+    encoder_path.unlink()
+    _check_appended(head_onnx, encoder, path, learned)
+    return path
+
+
+def _check_appended(head_onnx: Path, encoder, path: Path, learned) -> None:
+    import onnxruntime as ort
     import torch
 
-    bottleneck = learned.module
-
-    class EdgeSide(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = head
-            self.bottleneck = bottleneck
-
-        def forward(self, x):
-            return self.bottleneck.encode_latent(self.head(x))
-
-    return export_onnx(EdgeSide(), input_shape, path, **kwargs)
+    head = ort.InferenceSession(str(head_onnx), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal(
+        (2, *head.get_inputs()[0].shape[1:]), dtype=np.float32
+    )
+    feature = head.run(None, {head.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        expected = encoder(torch.from_numpy(feature)).numpy()
+    merged = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    latents = merged.run(None, {merged.get_inputs()[0].name: x})[0]
+    diff = float(np.max(np.abs(latents - expected))) if latents.shape == expected.shape else np.inf
+    if diff > 1e-2 * max(1.0, float(np.max(np.abs(expected)))):
+        raise ExportError(
+            f"head + learned encoder {learned.name} in ONNX differs from the head graph and the "
+            f"torch encoder by {diff:.3g}"
+        )
