@@ -8,8 +8,14 @@ Then the whole edge path per frame -- preprocess (PIL image -> tensor) + INT8 he
 with the cut's recommended codec -- against the torch fp32 head alone, and the codec's encode
 and decode times.
 
+With ``--learned NAME.npz`` (a codec from ``edgecloud train-codec``): at that codec's cut, the
+edge path of a learned codec two ways, fp32 and INT8 head -- the head graph then the codec's
+encoder in torch (``FeatureCodec.encode``), against head and encoder as one ONNX Runtime graph
+(``create_head_runner(encoder=...)`` + ``encode_latents``, what ``edgecloud edge`` runs).
+
     python benchmarks/bench_head.py                    # -> benchmarks/results/head.json
     python benchmarks/bench_head.py --cut blocks --batch 1 --batch 8
+    python benchmarks/bench_head.py --learned codecs/.../NAME.npz --json head_learned.json
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def main() -> int:
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--learned", help="a learned codec file: time its edge path only")
     parser.add_argument("--json", default=str(RESULTS / "head.json"))
     args = parser.parse_args()
 
@@ -70,18 +77,37 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     spec = load_model("efficientnet_lite0")
     dataset = ImageFolder(DATA, spec.preprocessing)
-    results, edge_rows = [], []
-    for cut in args.cut or CUTS:
+
+    def int8_calibration(cut: str) -> CalibrationArtifacts:
         root = ROOT / "calibration"  # where `edgecloud calibrate` run in the repo writes
         try:
             art = CalibrationArtifacts.load(artifact_dir(spec.name, cut, root))
             art.check(spec.name, cut, spec.weights_id)
+            return art
         except Exception:  # missing or stale: calibrate on the last images, as the CLI does
             import torch.utils.data as tud
 
             n = len(dataset)
             subset = tud.Subset(dataset, range(n - args.calib_images, n))
-            art = calibrate(spec, cut, subset, root=root, num_images=args.calib_images)
+            return calibrate(spec, cut, subset, root=root, num_images=args.calib_images)
+
+    versions = {"torch": torch.__version__, "onnxruntime": ort.__version__}
+    if args.learned:
+        from edgecloud.codec import load_calibration_file
+
+        learned = load_calibration_file(args.learned)
+        cut = learned.meta["cut"]
+        rows = learned_path(spec, learned, dataset, int8_calibration(cut), args)
+        write_result(
+            args.json,
+            {"benchmark": "bench_head --learned", "machine": machine(), "versions": versions,
+             "codec": learned.spec, "cut": cut, "config": learned.config.__dict__,
+             "results": rows},
+        )  # fmt: skip
+        return 0
+    results, edge_rows = [], []
+    for cut in args.cut or CUTS:
+        art = int8_calibration(cut)
         make = {
             "torch-fp32": dict(backend="torch"),
             "ort-fp32": dict(backend="onnxruntime"),
@@ -126,7 +152,7 @@ def main() -> int:
     payload = {
         "benchmark": "bench_head",
         "machine": machine(),
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+        "versions": versions,
         "onnxruntime_options": "2 threads, sequential, spinning off (the backend's)",
         "results": results,
         "edge_path": edge_rows,
@@ -174,6 +200,51 @@ def edge_path(spec, cut, dataset, runners, preset_for, FeatureCodec, args) -> Di
         f"{med['decode']:.3f} ms, {len(stream)} B"
     )
     return row
+
+
+def learned_path(spec, learned, dataset, art, args) -> List[Dict[str, object]]:
+    """Per frame, fp32 and INT8 head: head graph + torch encoder + ``encode`` against head and
+    encoder as one graph + ``encode_latents``; the same bitstream size either way."""
+    from edgecloud.backends import create_head_runner
+    from edgecloud.codec import FeatureCodec
+
+    codec = FeatureCodec.from_spec(learned.spec, learned)
+    cut = learned.meta["cut"]
+    x = np.stack([dataset[i][0].numpy() for i in range(1)])
+    rows = []
+    for precision, kw in (("fp32", {}), ("int8", dict(int8=True, calibration=art.directory))):
+        head = create_head_runner("onnxruntime", spec, cut, threads=args.threads, **kw)
+        joint = create_head_runner(
+            "onnxruntime", spec, cut, threads=args.threads, encoder=learned, **kw
+        )
+        latents = joint.run(x)[0]
+        variants = {
+            "head_then_torch_encoder": lambda h=head: codec.encode(h.run(x)[0]),
+            "one_graph": lambda j=joint: codec.encode_latents(j.run(x)[0]),
+            "head_alone": lambda h=head: h.run(x),
+            "entropy_coding": lambda lat=latents: codec.encode_latents(lat),
+        }
+        times = time_variants(variants, args.rounds, args.per_round, args.warmup)
+        med = {name: round(statistics.median(t), 3) for name, t in times.items()}
+        row = {
+            "cut": cut,
+            "precision": precision,
+            "threads": args.threads,
+            **{f"{name}_ms": value for name, value in med.items()},
+            "one_graph_speedup": round(med["head_then_torch_encoder"] / med["one_graph"], 2),
+            "bytes_head_then_torch_encoder": len(variants["head_then_torch_encoder"]()),
+            "bytes_one_graph": len(variants["one_graph"]()),
+        }
+        rows.append(row)
+        print(
+            f"{cut} {precision}: head + torch encoder + encode {med['head_then_torch_encoder']:.2f}"
+            f" ms, one graph + encode_latents {med['one_graph']:.2f} ms "
+            f"(x{row['one_graph_speedup']}); head alone {med['head_alone']:.2f} ms, entropy "
+            f"coding {med['entropy_coding']:.3f} ms"
+        )
+        head.close()
+        joint.close()
+    return rows
 
 
 if __name__ == "__main__":
