@@ -75,7 +75,8 @@ def under_load(frames: List[List[bytes]], seconds: float = 8.0) -> Dict[str, Any
     )
     with CloudServer(config) as server:
         drive(server.endpoint, frames, 1, 4, 2.0)  # warm-up
-        threads = {"io": server._io.native_id, "tail": server._workers[0].native_id}
+        ids = server.thread_ids()
+        threads = {"io": ids["io"], "tail": ids["tail-0"]}
         before = {name: thread_cpu_s(tid) for name, tid in threads.items()}
         result = drive(server.endpoint, frames, 4, 16, seconds)
         after = {name: thread_cpu_s(tid) for name, tid in threads.items()}

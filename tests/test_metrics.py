@@ -26,6 +26,8 @@ def test_metrics_count_what_the_daemon_answers(lite0, samples_dir, http_get):
     with CloudServer(config) as server:
         assert http_get(server.http_url + "/health/live") == (200, b'{"live": true}\n')
         assert http_get(server.http_url + "/health/ready") == (200, b'{"ready": true}\n')
+        ids = server.thread_ids()  # the I/O thread and each tail thread, by native id
+        assert "io" in ids and "tail-0" in ids and len(set(ids.values())) == len(ids)
         with EdgeClient(server.endpoint, spec=lite0, cut="blocks") as edge:
             results = [edge.predict(path) for path in paths]
         with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as raw:  # one malformed request

@@ -258,6 +258,13 @@ class CloudServer:
             self._http.stop()
         log.info("event=stopped %s", json.dumps(self.stats.snapshot()))
 
+    def thread_ids(self) -> Dict[str, int]:
+        """Native ids of the daemon's running threads by role (``io``, ``tail-0``, ...): for
+        ``top -H``, ``py-spy`` or per-thread CPU accounting (``benchmarks/bench_io_path.py``)."""
+        threads = {"io": self._io} if self._io is not None else {}
+        threads.update({f"tail-{i}": t for i, t in enumerate(self._workers)})
+        return {name: t.native_id for name, t in threads.items() if t.native_id is not None}
+
     def live(self) -> bool:
         """False once the I/O loop has ended (``/health/live``); True while loading."""
         return not self._stopped.is_set() and (self._io is None or self._io.is_alive())
