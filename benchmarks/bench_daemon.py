@@ -156,16 +156,20 @@ def decode_ceiling(payloads: Sequence[bytes], shape, workers: int, seconds: floa
         return float(sum(pool.map(_decode_some, [(list(payloads), shape, seconds)] * workers)))
 
 
-def tail_ceiling(spec, device: str, threads: int, batch: int, precision: str) -> float:
+def tail_ceiling(spec, args, batch: int) -> float:
+    """Images/s of the tail alone at ``batch``, in the daemon's executor (torch or ONNX
+    Runtime), device, precision and threads."""
     import torch
 
-    from edgecloud.cloud.executors import TorchExecutor
+    from edgecloud.cloud.executors import make_executor
     from edgecloud.cloud.tails import TailRegistry
 
-    torch.set_num_threads(threads)
-    registry = TailRegistry(device)
+    torch.set_num_threads(args.threads)
+    registry = TailRegistry(args.device)
     entry = registry.add(spec, CUT)
-    executor = TorchExecutor(registry.device, precision=precision)
+    executor = make_executor(
+        args.executor, registry.device, precision=args.precision, threads=args.threads
+    )
     x = np.random.default_rng(0).random((batch, *entry.shape), dtype=np.float32)
     for _ in range(5):
         executor.run(entry, x)
@@ -203,7 +207,7 @@ def run_daemon(args, frames, codec: str, decode_workers: Optional[int]) -> Dict[
              "--device", args.device, "--max-batch-size", str(args.max_batch_size),
              "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--stats-interval", "3600",
              "--max-inflight-per-client", str(max(64, args.inflight)),
-             "--precision", args.precision]  # fmt: skip
+             "--precision", args.precision, "--executor", args.executor]  # fmt: skip
     if decode_workers is not None:
         serve += ["--decode-workers", str(decode_workers)]
     daemon = DaemonProcess(serve)
@@ -241,6 +245,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    parser.add_argument(
+        "--executor", default="torch", choices=["torch", "onnxruntime"], help="tail executor"
+    )
     parser.add_argument("--threads", type=int, default=1, help="tail threads (torch)")
     parser.add_argument(
         "--decode-workers",
@@ -272,7 +279,7 @@ def main() -> None:
         for workers in args.decode_workers or [1, 2]:
             row = run_daemon(args, frames, codec_name, workers)
             batch = max(1, int(round(row["mean_batch_size"] or 1)))
-            tail = tail_ceiling(spec, args.device, args.threads, batch, args.precision)
+            tail = tail_ceiling(spec, args, batch)
             on_cpu = args.device == "cpu"
             ceiling = 1.0 / (1.0 / echo + 1.0 / decode_all + (1.0 / tail if on_cpu else 0.0))
             overhead = row["daemon_cpu_us_per_image"] - 1e6 / decode_one

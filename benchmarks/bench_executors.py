@@ -1,7 +1,8 @@
-"""The daemon's tail executors in one run: torch in the daemon vs a real Triton server.
+"""The daemon's tail executors in one run: torch and ONNX Runtime in the daemon, a real Triton.
 
-``edgecloud serve`` runs in a child process with ``--executor torch`` and then with
-``--executor triton`` against a local Triton (PyTriton's ``tritonserver``, the tail exported by
+``edgecloud serve`` runs in a child process with ``--executor torch`` and ``--executor
+onnxruntime`` in alternating rounds (``--rounds``), then with ``--executor triton`` (unless
+``--no-triton``) against a local Triton (PyTriton's ``tritonserver``, the tail exported by
 ``edgecloud export-triton`` and run by ONNX Runtime in Triton's Python backend; needs
 ``EDGECLOUD_TRITON_PYTHON``, see edgecloud/cloud/triton/local.py). The same client processes
 (bench_daemon's: raw DEALERs, ``--inflight`` requests each) send real features of the shared
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--device", default="cpu", help="of the torch executor")
     parser.add_argument("--threads", type=int, default=1, help="tail threads (torch and ORT)")
+    parser.add_argument("--rounds", type=int, default=2, help="torch/onnxruntime rounds")
+    parser.add_argument("--no-triton", action="store_true", help="only the in-daemon executors")
     parser.add_argument("--json", default=str(RESULTS / "executors.json"))
     args = parser.parse_args()
 
@@ -80,16 +84,25 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    record("torch", run(args, frames, [*common, "--device", args.device]))
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "models"
-        assert cli(["export-triton", "--cut", CUT, "--out", str(repository), "-q"]) == 0
-        with LocalTriton(repository, threads=args.threads) as triton:
-            for workers in (1, 4):  # 4 tail threads: several Triton requests at once
-                serve = [*common, "--executor", "triton", "--triton-url", triton.grpc_url,
-                         "--workers", str(workers)]  # fmt: skip
-                record("triton", run(args, frames, serve, triton), workers)
-    torch_rate = rows[0]["images_per_s"]
+    for _ in range(args.rounds):  # alternating: fair under drifting background load
+        for executor in ("torch", "onnxruntime"):
+            serve = [*common, "--device", args.device, "--executor", executor]
+            record(executor, run(args, frames, serve))
+    if not args.no_triton:
+        with tempfile.TemporaryDirectory() as tmp:
+            repository = Path(tmp) / "models"
+            assert cli(["export-triton", "--cut", CUT, "--out", str(repository), "-q"]) == 0
+            with LocalTriton(repository, threads=args.threads) as triton:
+                for workers in (1, 4):  # 4 tail threads: several Triton requests at once
+                    serve = [*common, "--executor", "triton", "--triton-url", triton.grpc_url,
+                             "--workers", str(workers)]  # fmt: skip
+                    record("triton", run(args, frames, serve, triton), workers)
+    rows_done(args, rows)
+
+
+def rows_done(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> None:
+    """Ratios to the torch executor's median rate, then the JSON."""
+    torch_rate = statistics.median(r["images_per_s"] for r in rows if r["executor"] == "torch")
     for row in rows:
         row["throughput_vs_torch"] = round(row["images_per_s"] / torch_rate, 2)
     write_result(args.json, {"machine": machine(), "settings": vars(args), "rows": rows})

@@ -194,3 +194,37 @@ def test_fp16_tail_is_checked_against_fp32_on_real_images(registry, lite0, featu
         reference = registry.get(lite0.name, CUT).tail(torch.from_numpy(features[:8])).numpy()
     agree = np.mean([r.indices[0] == ref.argmax() for r, ref in zip(replies, reference)])
     assert agree >= 0.85
+
+
+def test_the_onnxruntime_executor_gives_the_torch_executors_answers(registry, lite0, features):
+    """`--executor onnxruntime`: every tail exported to ONNX at start; on the shared images the
+    logits equal the torch executor's (same fp32 graph) through the pooled data plane."""
+    codec = _coder(lite0, "q8-ncc-zstd")
+    payloads = [codec.encode(f) for f in features[:16]]
+    results, infos = {}, {}
+    for executor in ("torch", "onnxruntime"):
+        server = _server(registry, 1, executor=executor, torch_threads=1)
+        try:
+            with FeatureClient(server.endpoint, timeout_s=60) as client:
+                infos[executor] = client.ping().info
+            results[executor] = _serve_all(server.endpoint, lite0, "q8-ncc-zstd", payloads)
+        finally:
+            server.stop()
+    assert infos["onnxruntime"]["executor"] == "onnxruntime"
+    assert infos["onnxruntime"]["threads"] == 1 and infos["onnxruntime"]["onnxruntime"]
+    for by_torch, by_ort in zip(results["torch"], results["onnxruntime"]):
+        assert by_ort.ok and by_ort.indices == by_torch.indices
+        np.testing.assert_allclose(by_ort.tensor, by_torch.tensor, rtol=1e-3, atol=1e-3)
+
+
+def test_the_onnxruntime_executor_refuses_what_it_cannot_run():
+    from edgecloud.cloud.executors import make_executor
+    from edgecloud.errors import BackendUnavailableError, ConfigError
+
+    with pytest.raises(ConfigError, match="onnxruntime executor runs fp32"):
+        ServerConfig(executor="onnxruntime", precision="fp16").validate()
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+            make_executor("onnxruntime", torch.device("cuda"))

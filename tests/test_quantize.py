@@ -271,7 +271,7 @@ def test_cpu_graph_exact_form_matches_tensorrt_graph(int8_calibrations, dataset)
 def test_onnxruntime_backend_sessions_do_not_spin():
     import onnxruntime as ort
 
-    from edgecloud.backends.onnxruntime_backend import session_options
+    from edgecloud.onnxrt import session_options
 
     options = session_options(ort, 2)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -10,7 +10,8 @@ import numpy as np
 
 from edgecloud.artifacts import sha256_file
 from edgecloud.backends.base import HeadRunner, shape_tuple
-from edgecloud.errors import BackendUnavailableError, CalibrationError
+from edgecloud.errors import CalibrationError
+from edgecloud.onnxrt import providers, session_options
 from edgecloud.quantize.calibrate import CalibrationArtifacts, artifact_dir
 from edgecloud.quantize.export import append_encoder, export_onnx
 
@@ -34,22 +35,6 @@ def resolve_calibration(
     return artifacts
 
 
-def session_options(ort: Any, threads: Optional[int]) -> Any:
-    """Full graph optimization, sequential execution, ``threads`` compute threads, and no
-    spinning: by default ONNX Runtime's threads busy-wait after each run, which on a small
-    edge CPU steals the cores the encoder and the transport need (measured on 2 cores: a
-    head alternating with other work ran 2x slower, fp32 16.7 vs 6.8 ms at Lite0 blocks)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
-
-
 class OnnxRuntimeHeadRunner(HeadRunner):
     backend = "onnxruntime"
 
@@ -71,7 +56,7 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         self.input_shape = shape_tuple(spec.input_shape)
         self.threads = threads
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
-        self.providers = self._providers(ort, device)
+        self.providers = providers(ort, device)
         self.device = device or "cpu"
         if int8:
             if int8_graph not in INT8_GRAPHS:
@@ -107,19 +92,6 @@ class OnnxRuntimeHeadRunner(HeadRunner):
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="edgecloud-head-")
         return Path(self._tmp.name)
-
-    @staticmethod
-    def _providers(ort, device: Optional[str]):
-        if device in (None, "cpu"):
-            return ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailableError(
-                    "onnxruntime: CUDAExecutionProvider is not available (install onnxruntime-gpu)"
-                )
-            index = int(device.split(":")[1]) if ":" in device else 0
-            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        raise BackendUnavailableError(f"onnxruntime backend: unknown device {device!r}")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]

@@ -10,7 +10,7 @@ Example ``serve.toml``::
     reply_cache_bytes = 33554432   # reply cache bound in bytes (and reply_cache_size entries)
     decode_workers = -1            # decode processes; -1: cores less one; 0: decode in-process
     workers = 1                    # tail threads
-    executor = "torch"             # what runs the tails: "torch" (here) or "triton" ...
+    executor = "torch"             # tails run by "torch" or "onnxruntime" (here), or "triton" ...
     triton_url = "127.0.0.1:8001"  # ... a Triton server's gRPC HOST:PORT (edgecloud export-triton)
     triton_timeout_s = 10.0        # a Triton request not answered by then: executor_unavailable
     http_bind = ""                 # HOST:PORT of /metrics, /health/live, /health/ready ("": off)
@@ -53,7 +53,7 @@ from edgecloud.errors import ConfigError
 from edgecloud.models.record import DEFAULT_MODEL
 
 #: what may run a daemon's tails (``executor``)
-EXECUTORS = ("torch", "triton")
+EXECUTORS = ("torch", "onnxruntime", "triton")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,7 +105,7 @@ class ServerConfig:
     stats_interval_s: float = 30.0
     codec_calibrations: List[str] = field(default_factory=list)
     codec_presets: bool = True  # also load edgecloud.presets' calibrations
-    torch_threads: int = 0  # 0: torch's default
+    torch_threads: int = 0  # compute threads of the tails (torch, ONNX Runtime); 0: default
     workers: int = 1  # tail threads (batches computed concurrently)
     decode_workers: int = -1  # decode processes; -1: the number of cores less one (at least 1)
     precision: str = "fp32"  # tails in fp32, or fp16 (with channels-last; for GPUs)
@@ -113,7 +113,7 @@ class ServerConfig:
     precision_check_images: int = 64
     max_streams: int = 1024  # stream references held; beyond: too_many_streams
     stream_idle_s: float = 60.0  # a stream unused this long is forgotten (needs a keyframe)
-    executor: str = "torch"  # "torch" (tails in this process) or "triton"
+    executor: str = "torch"  # "torch" or "onnxruntime" (tails in this process), or "triton"
     triton_url: str = "127.0.0.1:8001"  # gRPC HOST:PORT of the Triton server
     triton_timeout_s: float = 10.0
     http_bind: str = ""  # HOST:PORT of the metrics and health endpoints ("": none)
@@ -139,6 +139,8 @@ class ServerConfig:
                 "precision applies to the torch executor; with Triton, the model's config.pbtxt "
                 "decides (edgecloud export-triton --tensorrt)"
             )
+        if self.executor == "onnxruntime" and self.precision != "fp32":
+            raise ConfigError("the onnxruntime executor runs fp32 tails: use --executor torch")
         if self.triton_timeout_s <= 0:
             raise ConfigError("triton_timeout_s must be > 0")
         if self.http_bind:

@@ -149,6 +149,7 @@ class CloudServer:
                 config.executor,
                 self._registry.device,
                 precision=config.precision,
+                threads=config.torch_threads,
                 triton_url=config.triton_url,
                 triton_timeout_s=config.triton_timeout_s,
             )

@@ -6,6 +6,7 @@ import torch
 
 from edgecloud.cloud.config import EXECUTORS
 from edgecloud.cloud.executors.base import ExecutorUnavailable, TailExecutor
+from edgecloud.cloud.executors.onnxruntime_executor import OnnxRuntimeExecutor
 from edgecloud.cloud.executors.torch_executor import TorchExecutor
 from edgecloud.cloud.executors.triton_executor import TritonExecutor
 from edgecloud.errors import ConfigError
@@ -16,13 +17,17 @@ def make_executor(
     device: torch.device,
     *,
     precision: str = "fp32",
+    threads: int = 0,
     triton_url: str = "",
     triton_timeout_s: float = 10.0,
 ) -> TailExecutor:
     """The executor a daemon's config names (``executor``): torch on ``device`` in
-    ``precision``, or a Triton server at ``triton_url``."""
+    ``precision``, ONNX Runtime on ``device`` with ``threads`` compute threads (0: its
+    default), or a Triton server at ``triton_url``."""
     if kind == "torch":
         return TorchExecutor(device, precision=precision)
+    if kind == "onnxruntime":
+        return OnnxRuntimeExecutor(device, threads=threads or None)
     if kind == "triton":
         return TritonExecutor(triton_url, triton_timeout_s)
     raise ConfigError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
@@ -31,6 +36,7 @@ def make_executor(
 __all__ = [
     "EXECUTORS",
     "ExecutorUnavailable",
+    "OnnxRuntimeExecutor",
     "TailExecutor",
     "TorchExecutor",
     "TritonExecutor",
