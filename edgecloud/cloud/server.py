@@ -71,6 +71,9 @@ BURST, FLOOD_BURST = 256, 32
 FLOOD_FRACTION = 0.75
 #: where the OS has no pidfds, how often the I/O thread checks the decode workers
 REAP_INTERVAL_S = 0.2
+#: stopping, once drained: requests still waiting in libzmq's queues, or arriving until the
+#: socket has been quiet this long, are answered shutting_down (for at most STRAGGLERS_MAX_S)
+STRAGGLERS_QUIET_MS, STRAGGLERS_MAX_S = 20, 0.5
 
 
 class CloudServer:
@@ -303,14 +306,16 @@ class CloudServer:
         next_reap = 0.0
         try:
             while True:
-                read = time.perf_counter() >= self._reading_paused_until
+                stopping = self._stop_requested.is_set()
+                read = stopping or time.perf_counter() >= self._reading_paused_until
                 readable, watched = front.poll(self._poll_timeout_ms(), read=read)
                 if watched:
                     self._from_pool(watched)
                 self._collect_results()
                 if readable:
                     self._read_burst()
-                if self._stop_requested.is_set() and self._drained():
+                if stopping and self._drained():
+                    self._answer_stragglers()
                     break
                 self._dispatch()
                 now = time.monotonic()
@@ -349,13 +354,31 @@ class CloudServer:
                 log.exception("event=handle_failed")
             if i % 16 == 15:  # under a flood, keep the stages fed
                 self._keep_stages_moving()
-        self._flooded = self._refused - refused >= FLOOD_FRACTION * limit
+        # not while stopping: then every request is refused, and each must be answered
+        stopping = self._stop_requested.is_set()
+        self._flooded = not stopping and self._refused - refused >= FLOOD_FRACTION * limit
         if self._flooded:
             self.stats.flood_pauses += 1
             if self._metrics is not None:
                 self._metrics.flood_pauses.inc()
             now = time.perf_counter()
             self._reading_paused_until = now + (now - started)
+
+    def _answer_stragglers(self) -> None:
+        """Stopping, with everything admitted answered: the requests still in libzmq's
+        queues, or arriving until the socket is quiet, get ``shutting_down`` instead of being
+        dropped with the socket (an edge would wait for its timeout to resend them)."""
+        end = time.perf_counter() + STRAGGLERS_MAX_S
+        while time.perf_counter() < end:
+            message = self._front.receive()
+            if message is None:
+                if not self._front.poll(STRAGGLERS_QUIET_MS)[0]:
+                    return
+                continue
+            try:
+                self._handle(message)
+            except Exception:  # a bug must not take the daemon down
+                log.exception("event=handle_failed")
 
     def _keep_stages_moving(self) -> None:
         """Between received messages: hand decoded batches to the tail, send finished
