@@ -73,7 +73,7 @@ FLOOD_FRACTION = 0.75
 REAP_INTERVAL_S = 0.2
 #: stopping, once drained: requests still waiting in libzmq's queues, or arriving until the
 #: socket has been quiet this long, are answered shutting_down (for at most STRAGGLERS_MAX_S)
-STRAGGLERS_QUIET_MS, STRAGGLERS_MAX_S = 20, 0.5
+STRAGGLERS_QUIET_MS, STRAGGLERS_MAX_S = 20, 0.25
 
 
 class CloudServer:
