@@ -262,8 +262,8 @@ class LearnedCodec:
         return self.encode_latents(y.numpy())
 
     def encode_latents(self, latents: np.ndarray) -> bytes:
-        """Latents (N, L, h, w) of the encoder (e.g. from an exported edge graph,
-        :func:`edgecloud.quantize.export.export_head_with_encoder`) -> payload."""
+        """Latents (N, L, h, w) of the encoder (e.g. from the edge's head + encoder graph,
+        :func:`edgecloud.quantize.export.append_encoder`) -> payload."""
         import torch
 
         expected = self.config.latent_shape
