@@ -29,9 +29,9 @@ class OnnxRuntimeExecutor(TailExecutor):
 
         from edgecloud.onnxrt import providers
 
+        providers(ort, str(device))  # refuses a device it cannot run on, before any export
         self.device = device
         self.threads = threads
-        self._providers = providers(ort, str(device))  # refuses a device it cannot run on
         self._version = ort.__version__
         self._sessions: Dict[int, Any] = {}
         self._lock = threading.Lock()
