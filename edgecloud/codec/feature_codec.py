@@ -75,8 +75,7 @@ class FeatureCodec:
         if spec.kind == "learned":
             cal = self.calibration
             cal.check(spec, working_view(arr.shape)[1])
-            header = _replace(header, calibration_id=cal.id, calibration_hash=cal.hash)
-            return bitstream.pack(header, cal.encode(arr.reshape(working_view(arr.shape))))
+            return self._pack_learned(header, cal.encode(arr.reshape(working_view(arr.shape))))
         return self._encode_quant(arr, header)
 
     def encode_latents(self, latents: Any) -> bytes:
@@ -93,14 +92,15 @@ class FeatureCodec:
         config = cal.config
         shape = (*arr.shape[:-3], config.channels, config.height, config.width)
         header = bitstream.BitstreamHeader(
-            version=bitstream.FORMAT_VERSION,
-            spec=self.spec.canonical,
-            dtype=DTYPE,
-            shape=shape,
-            calibration_id=cal.id,
-            calibration_hash=cal.hash,
+            version=bitstream.FORMAT_VERSION, spec=self.spec.canonical, dtype=DTYPE, shape=shape
         )
-        return bitstream.pack(header, cal.encode_latents(arr.reshape(-1, *arr.shape[-3:])))
+        return self._pack_learned(header, cal.encode_latents(arr.reshape(-1, *arr.shape[-3:])))
+
+    def _pack_learned(self, header: bitstream.BitstreamHeader, payload: bytes) -> bytes:
+        """A learned codec's bitstream: ``header`` naming the codec (id and hash) + payload."""
+        cal = self.calibration
+        header = _replace(header, calibration_id=cal.id, calibration_hash=cal.hash)
+        return bitstream.pack(header, payload)
 
     def _encode_quant(self, arr: np.ndarray, header: bitstream.BitstreamHeader) -> bytes:
         q = self.quantize(arr, header)
