@@ -348,10 +348,7 @@ class CloudServer:
             if message is None:
                 self._flooded = False
                 return
-            try:
-                self._handle(message)
-            except Exception:  # a bug must not take the daemon down
-                log.exception("event=handle_failed")
+            self._handle_guarded(message)
             if i % 16 == 15:  # under a flood, keep the stages fed
                 self._keep_stages_moving()
         # not while stopping: then every request is refused, and each must be answered
@@ -375,10 +372,14 @@ class CloudServer:
                 if not self._front.poll(STRAGGLERS_QUIET_MS)[0]:
                     return
                 continue
-            try:
-                self._handle(message)
-            except Exception:  # a bug must not take the daemon down
-                log.exception("event=handle_failed")
+            self._handle_guarded(message)
+
+    def _handle_guarded(self, message: Incoming) -> None:
+        """:meth:`_handle`, logging instead of raising: a bug must not take the daemon down."""
+        try:
+            self._handle(message)
+        except Exception:
+            log.exception("event=handle_failed")
 
     def _keep_stages_moving(self) -> None:
         """Between received messages: hand decoded batches to the tail, send finished
