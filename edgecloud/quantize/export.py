@@ -120,11 +120,11 @@ def io_shapes(onnx_path: Union[str, Path]) -> Tuple[Tuple, Tuple]:
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return _dims(graph.input[0]), _dims(graph.output[0])
 
-    def dims(value_info) -> Tuple:
-        return tuple(d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim)
 
-    return dims(graph.input[0]), dims(graph.output[0])
+def _dims(value_info) -> Tuple:
+    return tuple(d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim)
 
 
 ENCODER_OUTPUT = "latents"
@@ -141,7 +141,7 @@ def append_encoder(head_onnx: Union[str, Path], learned, path: Union[str, Path])
     from onnx import compose
 
     head = onnx.load(str(head_onnx))
-    feature_shape = tuple(io_shapes(head_onnx)[1][1:])
+    feature_shape = _dims(head.graph.output[0])[1:]
     config = learned.config
     if feature_shape != (config.channels, config.height, config.width):
         raise ExportError(
@@ -151,22 +151,25 @@ def append_encoder(head_onnx: Union[str, Path], learned, path: Union[str, Path])
     encoder = learned.encoder_module()
     path = Path(path)
     encoder_path = path.with_name(f"{path.stem}.encoder.onnx")
-    export_onnx(
-        encoder,
-        feature_shape,
-        encoder_path,
-        opset=_opset(head),
-        names=(OUTPUT_NAME, ENCODER_OUTPUT),
-        what="learned encoder",
-    )
-    encoder_graph = onnx.load(str(encoder_path))
+    try:
+        export_onnx(
+            encoder,
+            feature_shape,
+            encoder_path,
+            opset=_opset(head),
+            names=(OUTPUT_NAME, ENCODER_OUTPUT),
+            what="learned encoder",
+        )
+        encoder_graph = onnx.load(str(encoder_path))
+    finally:
+        encoder_path.unlink(missing_ok=True)
     encoder_graph.ir_version = head.ir_version
+    output = head.graph.output[0].name
     merged = compose.merge_models(
-        head, encoder_graph, io_map=[(head.graph.output[0].name, OUTPUT_NAME)], prefix2="encoder/"
+        head, encoder_graph, io_map=[(output, OUTPUT_NAME)], prefix2="encoder/"
     )
     onnx.checker.check_model(merged, full_check=True)
     onnx.save(merged, str(path))
-    encoder_path.unlink()
     _check_appended(head_onnx, encoder, path, learned)
     return path
 
