@@ -208,6 +208,7 @@ def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import head_runner, model_name, names
+    from edgecloud.codec import LearnedCodec
     from edgecloud.edge import AdaptConfig, EdgeClient, iter_frames
     from edgecloud.edge.client import parse_rung, probe_daemons
     from edgecloud.errors import ConfigError
@@ -224,8 +225,6 @@ def run(args: argparse.Namespace) -> int:
     infos = probe_daemons(connect, args.connect_timeout, options)  # before loading anything
     spec = load_model(model_name(args), weights=args.weights)
     cut = resolve_cut(spec, args.cut)
-    from edgecloud.codec import LearnedCodec
-
     calibration = None
     if args.codec_calibration:
         from edgecloud.codec import load_calibration_file
