@@ -109,6 +109,28 @@ def test_eight_concurrent_clients_are_batched_and_answered(server, lite0, refere
     assert max(reply.timings["batch_size"] for _i, reply in answers) > 1
 
 
+@pytest.mark.parametrize("wait_when_idle", [False, True])
+def test_an_idle_daemon_starts_a_batch_at_once(registry, lite0, reference, wait_when_idle):
+    """max_queue_delay_ms is a wait for more requests while a batch computes; with nothing
+    computing a request starts at once, unless wait_when_idle (Triton's rule)."""
+    payload = FeatureCodec.from_spec("q8-ncc-zstd").encode(reference["features"][0])
+    server = _server(
+        registry, max_batch_size=8, max_queue_delay_ms=600, wait_when_idle=wait_when_idle
+    )
+    try:
+        with FeatureClient(server.endpoint, window=1) as client:
+            replies = [client.submit(_infer(lite0, "q8-ncc-zstd"), payload).result(30)]
+            replies.append(client.submit(_infer(lite0, "q8-ncc-zstd"), payload).result(30))
+    finally:
+        server.stop()
+    assert all(r.ok and r.timings["batch_size"] == 1 for r in replies)
+    queue_ms = [r.timings["queue_ms"] for r in replies]
+    if wait_when_idle:
+        assert min(queue_ms) >= 550, queue_ms
+    else:
+        assert max(queue_ms) < 300, queue_ms
+
+
 def test_bad_input_gets_error_replies_while_good_client_is_served(server, lite0, reference):
     coder = FeatureCodec.from_spec("q8-ncc-zstd")
     good_payload = coder.encode(reference["features"][0])
@@ -251,6 +273,8 @@ def test_config_file(tmp_path: Path):
         config_from_dict({"bnd": "tcp://x"})
     with pytest.raises(ConfigError, match="max_batch_size"):
         config_from_dict({"batching": {"max_batch_size": 0}})
+    with pytest.raises(ConfigError, match="wait_when_idle must be true or false"):
+        config_from_dict({"batching": {"wait_when_idle": "yes"}})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
     (tmp_path / "bad.toml").write_text("bind = [")

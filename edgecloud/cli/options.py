@@ -72,6 +72,7 @@ VOCABULARY: Dict[str, str] = {
     "--no-codec-presets": "do not load the codec calibration presets shipped with edgecloud",
     "--max-batch-size": "largest batch of the dynamic batcher (1: batching off)",
     "--max-queue-delay-ms": "longest wait of a batch's first request for more",
+    "--wait-when-idle": "serve: wait --max-queue-delay-ms even when no batch computes",
     "--queue-size": "requests queued in all; beyond: queue_full",
     "--queue-bytes": "payload bytes queued in all; beyond: queue_full",
     "--max-inflight-per-client": "requests a client may have queued or computing",
@@ -80,7 +81,7 @@ VOCABULARY: Dict[str, str] = {
     "--drain-timeout": "on SIGTERM, seconds to finish queued requests",
     "--max-message-bytes": "bound on a whole request (0: the largest feature served + 64 KiB)",
     "--stats-interval": "seconds between stats log lines",
-    "--executor": "serve: what runs the tails, torch (in the daemon) or triton",
+    "--executor": "serve: what runs the tails, torch or onnxruntime (in the daemon) or triton",
     "--triton-url": "gRPC HOST:PORT of a Triton Inference Server",
     "--http-bind": "serve: HOST:PORT of /metrics and /health/{live,ready}",
     # export-triton

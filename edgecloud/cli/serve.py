@@ -93,7 +93,15 @@ def register(subparsers: Any) -> None:
         "--max-queue-delay-ms",
         type=nonnegative_float,
         default=None,
-        help="longest wait of a batch's first request for more (default 5)",
+        help="longest wait of a batch's first request for more while a batch computes (default 5)",
+    )
+    p.add_argument(
+        "--wait-when-idle",
+        action="store_const",
+        const=True,
+        default=None,
+        help="wait --max-queue-delay-ms for more requests even when no batch computes "
+        "(Triton's rule; default: an idle daemon starts a batch at once)",
     )
     p.add_argument(
         "--queue-size",
@@ -234,6 +242,7 @@ def build_config(args: argparse.Namespace):
             {
                 "max_batch_size": args.max_batch_size,
                 "max_queue_delay_ms": args.max_queue_delay_ms,
+                "wait_when_idle": args.wait_when_idle,
                 "queue_size": args.queue_size,
                 "request_timeout_s": args.request_timeout,
             },

@@ -26,6 +26,7 @@ Example ``serve.toml``::
     [batching]
     max_batch_size = 8             # 1 turns dynamic batching off
     max_queue_delay_ms = 5.0       # how long the first request of a batch may wait for more
+    wait_when_idle = false         # true: it waits so even when no batch is computing
     queue_size = 1024              # bounded queue; beyond it requests get "queue_full"
     request_timeout_s = 10.0       # requests older than this get "timeout" instead of a result
 
@@ -75,6 +76,7 @@ class ModelConfig:
 class BatchingConfig:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 5.0
+    wait_when_idle: bool = False  # False: an idle daemon starts a batch at once
     queue_size: int = 1024
     request_timeout_s: float = 10.0
 
@@ -126,6 +128,10 @@ class ServerConfig:
             raise ConfigError("batching.max_batch_size and batching.queue_size must be >= 1")
         if b.max_queue_delay_ms < 0 or b.request_timeout_s <= 0:
             raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
+        if not isinstance(b.wait_when_idle, bool):
+            raise ConfigError(
+                f"batching.wait_when_idle must be true or false, not {b.wait_when_idle!r}"
+            )
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
         if self.decode_workers < -1:

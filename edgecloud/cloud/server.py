@@ -191,7 +191,8 @@ class CloudServer:
         b, a = config.batching, config.admission
         log.info(
             "event=listening endpoint=%s executor=%s device=%s precision=%s decode_workers=%d "
-            "max_batch_size=%d max_queue_delay_ms=%g queue_size=%d queue_bytes=%d "
+            "max_batch_size=%d max_queue_delay_ms=%g wait_when_idle=%s queue_size=%d "
+            "queue_bytes=%d "
             "max_inflight_per_client=%d rate_per_client=%g max_message_bytes=%d "
             "drain_timeout_s=%g",
             self.endpoint,
@@ -201,6 +202,7 @@ class CloudServer:
             workers,
             b.max_batch_size,
             b.max_queue_delay_ms,
+            str(b.wait_when_idle).lower(),
             b.queue_size,
             a.queue_bytes,
             a.max_inflight_per_client,
@@ -538,23 +540,27 @@ class CloudServer:
 
     def _dispatch(self) -> None:
         """Start due batches while a stage can take them; requests that waited too long get
-        ``timeout``."""
+        ``timeout``. With nothing computing, what is queued is due at once (unless
+        ``wait_when_idle``): waiting for more would only idle the tail, and while it computes
+        the next batch forms anyway."""
         draining = self._stop_requested.is_set()
-        timeout = self.config.batching.request_timeout_s
+        b = self.config.batching
         while self._can_start_batch():
             now = time.perf_counter()
-            due = self._admission.next_batch(now, flush=draining)
+            idle = not self._batches and not b.wait_when_idle
+            due = self._admission.next_batch(now, flush=draining or idle)
             if due is None:
                 return
             jobs: List[Job] = []
             for queued in due[1]:
                 job: Job = queued.item
                 waited = now - job.received
-                if waited > timeout:
+                if waited > b.request_timeout_s:
                     self._fail(
                         [job],
                         ErrorCode.TIMEOUT,
-                        f"request waited {waited:.1f} s in the queue (limit {timeout:g} s)",
+                        f"request waited {waited:.1f} s in the queue "
+                        f"(limit {b.request_timeout_s:g} s)",
                     )
                 else:
                     jobs.append(job)
@@ -659,6 +665,7 @@ class CloudServer:
             "max_message_bytes": self.max_message_bytes,
             "max_batch_size": b.max_batch_size,
             "max_queue_delay_ms": b.max_queue_delay_ms,
+            "wait_when_idle": b.wait_when_idle,
             "max_inflight_per_client": a.max_inflight_per_client,
             "rate_per_client": a.rate_per_client,
             "decode_workers": self._pool.workers if self._pool is not None else 0,
