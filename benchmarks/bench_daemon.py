@@ -210,6 +210,8 @@ def run_daemon(args, frames, codec: str, decode_workers: Optional[int]) -> Dict[
              "--precision", args.precision, "--executor", args.executor]  # fmt: skip
     if decode_workers is not None:
         serve += ["--decode-workers", str(decode_workers)]
+    if args.wait_when_idle:
+        serve += ["--wait-when-idle"]
     daemon = DaemonProcess(serve)
     endpoint = daemon.start()
     try:
@@ -257,6 +259,9 @@ def main() -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--wait-when-idle", action="store_true", help="the daemon's --wait-when-idle (old rule)"
+    )
     parser.add_argument("--json", default=str(RESULTS / "daemon.json"))
     args = parser.parse_args()
 
@@ -314,6 +319,9 @@ def main() -> None:
         "inflight_per_client": args.inflight,
         "tail_threads": args.threads,
         "max_batch_size": args.max_batch_size,
+        "max_queue_delay_ms": args.max_queue_delay_ms,
+        "wait_when_idle": args.wait_when_idle,
+        "executor": args.executor,
         "seconds": args.seconds,
         "results": rows,
     })  # fmt: skip
