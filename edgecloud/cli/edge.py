@@ -146,6 +146,27 @@ def register(subparsers: Any) -> None:
         "recommended codec>), stepping down when the link slows and up when it recovers",
     )
     p.add_argument(
+        "--refine",
+        default=None,
+        metavar="CODEC",
+        help="resend a frame the cloud is unsure of (top-1 score less the second below "
+        "--refine-below) with this finer codec, and answer with that; e.g. --codec "
+        "q4-ncc-crans-s4-pt --refine q4-ncc-crans-s2.5-pt (see docs/codec.md)",
+    )
+    p.add_argument(
+        "--refine-below",
+        type=positive_float,
+        default=0.05,
+        metavar="MARGIN",
+        help="with --refine: the score margin below which a frame is resent (default 0.05)",
+    )
+    p.add_argument(
+        "--refine-calibration",
+        default=None,
+        metavar="FILE",
+        help="with --refine: its codec's calibration file (default: the shipped preset)",
+    )
+    p.add_argument(
         "--fps",
         type=positive_float,
         default=None,
@@ -209,7 +230,7 @@ def paced(frames: Iterable[Any], fps: float) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cli.options import head_runner, model_name, names
     from edgecloud.codec import LearnedCodec
-    from edgecloud.edge import AdaptConfig, EdgeClient, iter_frames
+    from edgecloud.edge import AdaptConfig, EdgeClient, RefineConfig, iter_frames
     from edgecloud.edge.client import parse_rung, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
@@ -236,6 +257,16 @@ def run(args: argparse.Namespace) -> int:
             f"--codec {args.codec}: a ladder (several codecs, CUT:CODEC) needs --adapt"
         )
     adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
+    refine = None
+    if args.refine:
+        refine_calibration = None
+        if args.refine_calibration:
+            from edgecloud.codec import load_calibration_file
+
+            refine_calibration = load_calibration_file(args.refine_calibration)
+        refine = RefineConfig(args.refine, args.refine_below, refine_calibration)
+    elif args.refine_calibration:
+        raise ConfigError("--refine-calibration applies with --refine CODEC")
     cut, codec = parse_rung(ladder[0], cut) if ladder else (cut, None)  # the first rung
     if adapt is None and isinstance(calibration, LearnedCodec):
         # the learned encoder runs in the head's graph (ONNX Runtime, TensorRT or torch)
@@ -265,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             adapt=adapt,
             ladder=ladder if adapt else None,
             heads=heads,
+            refine=refine,
         ) as edge:
             edge.check(infos)
             edge.warm_up()
@@ -293,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
                         print(
                             f"{result.name}  {result.labels[0]} ({result.scores[0]:.2f})  "
                             f"{result.bytes_sent} B  rtt {result.timings['rtt_ms']:.1f} ms"
+                            + ("  (resent finer)" if result.refined else "")
                         )
                     else:
                         print(

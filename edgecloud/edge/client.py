@@ -25,6 +25,7 @@ from PIL import Image
 
 from edgecloud.codec.stream import StreamEncoder
 from edgecloud.edge.adapt import AdaptConfig, RateController
+from edgecloud.edge.refine import RefineConfig
 from edgecloud.errors import CalibrationError, ConfigError, ServerError, TransportError
 from edgecloud.models.record import DEFAULT_MODEL, FALLBACK_CODEC
 from edgecloud.transport.client import FeatureClient
@@ -58,6 +59,7 @@ class EdgeResult:
     tensor: Optional[np.ndarray] = field(default=None, repr=False)
     cut: str = ""  # where the frame was cut and ...
     codec: str = ""  # ... the codec it was sent with (both change with adaptation)
+    refined: bool = False  # answered from a resend with the refine codec (bytes: both)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,7 @@ class EdgeResult:
         out["bytes"] = self.bytes_sent
         out["cut"] = self.cut
         out["codec"] = self.codec
+        out["refined"] = self.refined
         out["attempts"] = self.attempts
         out.update({k: round(v, 3) for k, v in self.timings.items()})
         return out
@@ -155,6 +158,10 @@ class EdgeClient:
             bytes first; default: :func:`default_ladder`) to keep each frame's latency under
             the target (see :mod:`edgecloud.edge.adapt`); ``EdgeResult.cut``/``codec`` say
             which was used. ``heads``: head runners of the ladder's other cuts (default: torch).
+        refine: resend a frame whose answer is unsure (top-1 score less the second below
+            ``refine.below``) with the finer ``refine.codec``, and answer with that
+            (:mod:`edgecloud.edge.refine`); ``EdgeResult.refined`` says so, ``bytes_sent``
+            counts both messages and ``timings["rtt_ms"]`` both round trips.
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class EdgeClient:
         adapt: Optional[AdaptConfig] = None,
         ladder: Optional[Sequence[str]] = None,
         heads: Optional[Dict[str, Any]] = None,
+        refine: Optional[RefineConfig] = None,
     ) -> None:
         from edgecloud.backends import create_head_runner
         from edgecloud.codec import FeatureCodec
@@ -217,6 +225,18 @@ class EdgeClient:
                     else FeatureCodec.from_spec(spec, preset_for(self.spec, rung_cut, spec))
                 )
                 self.rungs.append(Rung(rung_cut, spec, rung_codec, heads[rung_cut]))
+        self.refine = refine
+        self.refine_rung: Optional[Rung] = None
+        if refine is not None:
+            if stream_id is not None or adapt is not None:
+                raise ConfigError(
+                    "resending unsure frames does not combine with streams or --adapt"
+                )
+            if top_k < 2:
+                raise ConfigError("resending unsure frames needs top_k >= 2 (the score margin)")
+            fine_calibration = refine.calibration or preset_for(self.spec, cut, refine.codec)
+            fine = FeatureCodec.from_spec(refine.codec, fine_calibration)
+            self.refine_rung = Rung(cut, refine.codec, fine, self.head)
         self._encode_lock = threading.Lock()
         self._resender: Optional[ThreadPoolExecutor] = None
         self.top_k = top_k
@@ -250,14 +270,17 @@ class EdgeClient:
         """Raise :class:`ServerError` unless every daemon's ``ping`` info (by endpoint) serves
         every rung: model, weights, cut and codec calibration."""
         for info in infos.values():
-            for rung in self.rungs:
+            for rung in self._all_rungs():
                 check_served(info, self.spec, rung.cut, rung.codec)
+
+    def _all_rungs(self) -> List[Rung]:
+        return self.rungs + ([self.refine_rung] if self.refine_rung is not None else [])
 
     def warm_up(self) -> None:
         """Run preprocessing, heads and encoders once on a blank image (first calls are slow)."""
         side = self.spec.preprocessing.resize
         x = self.spec.preprocessing(Image.new("RGB", (side, side), (128, 128, 128))).numpy()
-        for rung in self.rungs:
+        for rung in self._all_rungs():
             rung.encode(np.asarray(rung.head.run(x[None]), dtype=np.float32)[0])
 
     # -- stages -------------------------------------------------------------------------------
@@ -340,19 +363,54 @@ class EdgeClient:
                 link = result.timings.get("rtt_ms", 0.0) - result.timings.get("server_ms", 0.0)
                 self.adapt.observe(index_of_rung, frame, len(payload), latency, link)
             if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
-                if self._resender is None:
-                    self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-keyframe")
-                self._resender.submit(self._resend, outer, name, timings, feature, index, attempts)
+                self._in_background(outer, name, self._resend, timings, feature, index, attempts)
+                return
+            if self.refine is not None and result.ok and self.refine.unsure(result.scores):
+                self._in_background(outer, name, self._send_refined, feature, result)
                 return
             outer.set_result(result)
 
         inner.add_done_callback(done)
 
+    def _in_background(self, outer: Future, name: str, call, *args) -> None:
+        """``call(outer, name, *args)`` off the client's I/O thread (which runs ``done``); if
+        it fails (the client closed meanwhile) the frame is answered ``no_reply``."""
+        if self._resender is None:
+            self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-resend")
+
+        def run() -> None:
+            try:
+                call(outer, name, *args)
+            except Exception as exc:  # do not hang the caller
+                outer.set_result(EdgeResult(name, "", "no_reply", str(exc)))
+
+        self._resender.submit(run)
+
     def _resend(self, outer, name, timings, feature, index, attempts) -> None:
-        try:
-            self._send(outer, name, timings, feature, after=index, attempts=attempts + 1)
-        except Exception as exc:  # closed meanwhile: answer, do not hang the caller
-            outer.set_result(EdgeResult(name, "", "no_reply", str(exc), timings=timings))
+        self._send(outer, name, timings, feature, after=index, attempts=attempts + 1)
+
+    def _send_refined(
+        self, outer: Future, name: str, feature: np.ndarray, first: EdgeResult
+    ) -> None:
+        """Send ``feature`` again with the refine codec; its answer is the frame's."""
+        rung = self.refine_rung
+        request = self._request(rung)
+        t0 = time.perf_counter()
+        payload = rung.encode(feature)
+        encode_ms = (time.perf_counter() - t0) * 1000.0
+        inner = self.client.submit(request, payload)
+
+        def done(f: Future) -> None:
+            result = self._result(name, request.id, len(payload), first.timings, f)
+            result.refined = True
+            result.cut, result.codec = rung.cut, rung.spec
+            result.bytes_sent += first.bytes_sent
+            result.attempts += first.attempts
+            for key, extra in (("encode_ms", encode_ms), ("rtt_ms", first.timings["rtt_ms"])):
+                result.timings[key] = result.timings.get(key, 0.0) + extra
+            outer.set_result(result)
+
+        inner.add_done_callback(done)
 
     def predict(self, image: ImageLike, name: str = "") -> EdgeResult:
         """Blocking round trip; raises :class:`ServerError` / :class:`TransportError`."""

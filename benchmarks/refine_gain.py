@@ -1,0 +1,153 @@
+"""How much would choosing the step per image save? An oracle bound, and resending the images
+the cloud is unsure of.
+
+Every evaluation image's feature is coded once at each step of a ladder of
+``q4-ncc-crans-sX-pt`` codecs (calibrated on the LAST ``--calib-images`` shared images, the first
+``--images`` evaluated, as in ``edgecloud sweep``), decoded and run through the tail.
+
+- **Oracle**: per image the coarsest step whose answer equals the uncompressed model's (the
+  finest if none does). Bytes no per-image choice of step can beat; it needs the answer it
+  is choosing for, so it is a bound, not a codec.
+- **Resend when unsure** (a policy an edge can run with what the daemon replies today): send
+  at a coarse step; when the reply's top-1 softmax score exceeds the second by less than
+  ``tau``, send the same feature again at a fine step and take that answer. Bytes are both
+  messages, measured; the fraction resent is the share of images that pay a second round trip;
+  ``coarse_answers_changed`` counts the answers taken from the coarse stream that differ from
+  the uncompressed model's.
+
+Fidelity is top-1 agreement with the uncompressed model (95 % bootstrap interval over images).
+Writes JSON.
+
+    python benchmarks/refine_gain.py      # -> benchmarks/results/refine_gain.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from common import DATA, RESULTS, machine, write_result
+
+from edgecloud.codec import CodecCalibration, FeatureCodec
+from edgecloud.datasets import ImageFolder
+from edgecloud.experiments.stats import bootstrap_ci
+from edgecloud.models import load_model
+from edgecloud.partition import split
+
+
+def floats(text: str) -> List[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cut", default="blocks")
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--steps", type=floats, default=[1.6, 2, 2.5, 3, 3.5, 4, 5, 6, 8])
+    parser.add_argument("--coarse", type=floats, default=[3.5, 4])
+    parser.add_argument("--fine", type=floats, default=[2.5, 2, 1.6])
+    parser.add_argument("--tau", type=floats, default=[0.01, 0.02, 0.05, 0.1])
+    parser.add_argument("--json", default=str(RESULTS / "refine_gain.json"))
+    args = parser.parse_args()
+    missing = sorted(set(args.coarse + args.fine) - set(args.steps))
+    if missing:
+        parser.error(f"--coarse/--fine steps {missing} are not in --steps")
+
+    spec = load_model("efficientnet_lite0")
+    head, tail = split(spec, args.cut)
+    dataset = ImageFolder(DATA, spec.preprocessing)
+    n = len(dataset)
+
+    def run(module, x: np.ndarray, batch: int = 50) -> np.ndarray:
+        with torch.inference_mode():
+            return np.concatenate(
+                [
+                    module(torch.from_numpy(x[i : i + batch])).numpy()
+                    for i in range(0, len(x), batch)
+                ]
+            )
+
+    def features(indices: List[int]) -> np.ndarray:
+        with torch.inference_mode():
+            return run(head, np.stack([dataset[i][0].numpy() for i in indices]))
+
+    calib = features(list(range(n - args.calib_images, n)))
+    evaluate = features(list(range(args.images)))
+    elements = int(np.prod(evaluate.shape[1:]))
+    reference = run(tail, evaluate).argmax(1)
+
+    nbytes: Dict[float, np.ndarray] = {}
+    kept: Dict[float, np.ndarray] = {}
+    margin: Dict[float, np.ndarray] = {}
+    rows: List[Dict[str, Any]] = []
+
+    def summary(name: str, sent: np.ndarray, hits: np.ndarray, **extra: Any) -> Dict[str, Any]:
+        lo, hi = bootstrap_ci(hits)
+        row = {
+            "policy": name,
+            **extra,
+            "bytes_per_image": round(float(sent.mean()), 1),
+            "bits_per_element": round(float(sent.mean()) * 8 / elements, 4),
+            "fidelity": round(float(hits.mean()), 4),
+            "fidelity_lo": round(lo, 4),
+            "fidelity_hi": round(hi, 4),
+        }
+        print(row, flush=True)
+        rows.append(row)
+        return row
+
+    for step in args.steps:
+        codec_spec = f"q4-ncc-crans-s{step:g}-pt"
+        codec = FeatureCodec.from_spec(codec_spec, CodecCalibration.fit(calib, codec_spec))
+        streams = [codec.encode(f) for f in evaluate]
+        logits = run(tail, np.stack([codec.decode(s) for s in streams]))
+        top2 = np.sort(torch.softmax(torch.from_numpy(logits), 1).numpy(), axis=1)[:, -2:]
+        nbytes[step] = np.array([len(s) for s in streams], dtype=np.float64)
+        kept[step] = logits.argmax(1) == reference
+        margin[step] = top2[:, 1] - top2[:, 0]
+        summary("fixed step", nbytes[step], kept[step], codec=codec_spec)
+
+    ladder = sorted(args.steps)
+    choice = [
+        max((s for s in ladder if kept[s][i]), default=ladder[0]) for i in range(len(evaluate))
+    ]
+    summary(
+        "oracle",
+        np.array([nbytes[s][i] for i, s in enumerate(choice)]),
+        np.array([kept[s][i] for i, s in enumerate(choice)]),
+        steps_chosen={f"{s:g}": choice.count(s) for s in ladder},
+    )
+    for coarse in args.coarse:
+        for fine in args.fine:
+            for tau in args.tau:
+                resend = margin[coarse] < tau
+                summary(
+                    "resend when unsure",
+                    nbytes[coarse] + resend * nbytes[fine],
+                    np.where(resend, kept[fine], kept[coarse]),
+                    coarse=f"s{coarse:g}",
+                    fine=f"s{fine:g}",
+                    tau=tau,
+                    resent=round(float(resend.mean()), 4),
+                    coarse_answers=int((~resend).sum()),
+                    coarse_answers_changed=int((~resend & ~kept[coarse]).sum()),
+                )
+    write_result(
+        args.json,
+        {
+            "benchmark": "refine_gain",
+            "machine": machine(),
+            "cut": args.cut,
+            "shape": list(evaluate.shape[1:]),
+            "images": args.images,
+            "calib_images": args.calib_images,
+            "results": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

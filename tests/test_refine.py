@@ -1,0 +1,121 @@
+"""Resending the frames the cloud is unsure of with a finer codec (edgecloud.edge.refine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecloud.cli import main
+from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
+from edgecloud.codec import CodecCalibration
+from edgecloud.edge import EdgeClient, RefineConfig, iter_frames
+from edgecloud.edge.client import preset_for
+from edgecloud.errors import ConfigError
+from edgecloud.experiments.sweep import SweepData
+from edgecloud.partition import split
+
+CUT = "blocks"
+COARSE = "q4-ncc-crans-s4-pt"
+FINE = "q4-ncc-crans-s2.5-pt"  # the preset shipped for blocks
+
+
+@pytest.fixture(scope="module")
+def coarse_file(lite0, samples_dir, tmp_path_factory) -> Path:
+    """The coarse codec's calibration, fitted on the last 32 shared images."""
+    images = SweepData.split(str(samples_dir), lite0, None, 32).calibration
+    x = torch.stack([images[i][0] for i in range(len(images))])
+    head, _ = split(lite0, CUT)
+    with torch.inference_mode():
+        features = head(x).numpy()
+    cal = CodecCalibration.fit(
+        features, COARSE, model=lite0.name, weights=lite0.weights_id, cut=CUT
+    )
+    return cal.save(tmp_path_factory.mktemp("coarse"))
+
+
+@pytest.fixture(scope="module")
+def server(lite0, coarse_file):
+    registry = TailRegistry("cpu")
+    registry.add(lite0, CUT)
+    config = ServerConfig(
+        bind="tcp://127.0.0.1:0",
+        batching=BatchingConfig(max_batch_size=4),
+        codec_calibrations=[str(coarse_file)],
+    )
+    server = CloudServer(config, registry=registry)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def frames(samples_dir):
+    return list(iter_frames(samples_dir, limit=6))
+
+
+def _client(server, lite0, coarse_file, **kw) -> EdgeClient:
+    calibration = CodecCalibration.load(coarse_file)
+    return EdgeClient(
+        server.endpoint, spec=lite0, cut=CUT, codec=COARSE, calibration=calibration, **kw
+    )
+
+
+def _answers(server, lite0, codec, calibration, frames):
+    with EdgeClient(
+        server.endpoint, spec=lite0, cut=CUT, codec=codec, calibration=calibration
+    ) as e:
+        return list(e.stream(frames))
+
+
+def test_unsure_frames_are_resent_finer_and_answered_from_the_resend(
+    server, lite0, coarse_file, frames
+):
+    coarse = _answers(server, lite0, COARSE, CodecCalibration.load(coarse_file), frames)
+    fine = _answers(server, lite0, FINE, preset_for(lite0, CUT, FINE), frames)
+    # every frame is "unsure" below a margin of 1: each is resent and answered finely
+    with _client(server, lite0, coarse_file, refine=RefineConfig(FINE, below=1.0)) as edge:
+        always = list(edge.stream(frames))
+    assert all(r.ok and r.refined and r.codec == FINE for r in always)
+    assert [r.indices for r in always] == [r.indices for r in fine]
+    assert [r.bytes_sent for r in always] == [
+        c.bytes_sent + f.bytes_sent for c, f in zip(coarse, fine)
+    ]
+    assert all(r.timings["rtt_ms"] > f.timings["rtt_ms"] for r, f in zip(always, fine))
+    assert [r.to_dict()["refined"] for r in always] == [True] * len(frames)
+    # no frame is below a margin of 1e-9: each is answered from the coarse stream
+    with _client(server, lite0, coarse_file, refine=RefineConfig(FINE, below=1e-9)) as edge:
+        never = list(edge.stream(frames))
+    assert not any(r.refined for r in never) and all(r.codec == COARSE for r in never)
+    assert [(r.indices, r.bytes_sent) for r in never] == [(c.indices, c.bytes_sent) for c in coarse]
+    # a margin in between resends exactly the frames whose coarse margin is below it
+    margins = [c.scores[0] - c.scores[1] for c in coarse]
+    below = float(np.median(margins))
+    with _client(server, lite0, coarse_file, refine=RefineConfig(FINE, below=below)) as edge:
+        some = list(edge.stream(frames))
+    assert [r.refined for r in some] == [m < below for m in margins]
+
+
+def test_refine_refuses_what_it_cannot_do(server, lite0, coarse_file):
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        RefineConfig(FINE, below=0.0)
+    with pytest.raises(ConfigError, match="top_k >= 2"):
+        _client(server, lite0, coarse_file, refine=RefineConfig(FINE), top_k=1)
+    with pytest.raises(ConfigError, match="streams"):
+        _client(server, lite0, coarse_file, refine=RefineConfig(FINE), stream_id="cam")
+
+
+def test_edge_cli_refine(server, coarse_file, samples_dir, tmp_path: Path, capsys):
+    jsonl = tmp_path / "out.jsonl"
+    argv = ["edge", "--connect", server.endpoint, "--data", str(samples_dir), "--limit", "3",
+            "--cut", CUT, "--codec", COARSE, "--codec-calibration", str(coarse_file),
+            "--refine", FINE, "--refine-below", "1", "--jsonl", str(jsonl)]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) == 3 and all(r["refined"] and r["codec"] == FINE for r in lines)
+    assert "(resent finer)" in capsys.readouterr().out
+    assert main(argv[:-6] + ["--refine-calibration", str(coarse_file)]) == 1
+    assert "--refine-calibration applies with --refine" in capsys.readouterr().err
