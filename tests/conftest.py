@@ -1,13 +1,14 @@
-"""Shared fixtures: the shared ImageNet samples, the real EfficientNet-Lite0, free ports and
-``edgecloud serve`` daemons in child processes."""
+"""Shared fixtures: the shared ImageNet samples, the real EfficientNet-Lite0, free ports,
+in-process daemons and ``edgecloud serve`` daemons in child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Tuple
 
 import pytest
 import torch
@@ -64,6 +65,27 @@ def int8_calibrations(lite0, samples_dir, tmp_path_factory) -> Callable[[str], o
         return done[cut]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def local_server() -> Callable[..., ContextManager[Any]]:
+    """``with local_server(spec, cut, **config) as server``: a started in-process
+    ``CloudServer`` serving ``spec``'s tail at ``cut`` on a free loopback port (``config``:
+    more ``ServerConfig`` fields), stopped at the end of the block."""
+    from edgecloud.cloud import CloudServer, ServerConfig, TailRegistry
+
+    @contextlib.contextmanager
+    def start(spec: Any, cut: str, **config: Any) -> Iterator[Any]:
+        registry = TailRegistry("cpu")
+        registry.add(spec, cut)
+        server = CloudServer(ServerConfig(bind="tcp://127.0.0.1:0", **config), registry=registry)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return start
 
 
 @pytest.fixture

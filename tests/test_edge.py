@@ -12,7 +12,7 @@ import torch
 
 from edgecloud.backends import create_head_runner
 from edgecloud.cli import main
-from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
+from edgecloud.cloud import BatchingConfig
 from edgecloud.edge import EdgeClient, iter_frames
 from edgecloud.errors import DatasetError, ServerError
 
@@ -20,14 +20,9 @@ CUT = "blocks.4"
 
 
 @pytest.fixture(scope="module")
-def server(lite0):
-    registry = TailRegistry("cpu")
-    registry.add(lite0, CUT)
-    config = ServerConfig(bind="tcp://127.0.0.1:0", batching=BatchingConfig(max_batch_size=4))
-    server = CloudServer(config, registry=registry)
-    server.start()
-    yield server
-    server.stop()
+def server(lite0, local_server):
+    with local_server(lite0, CUT, batching=BatchingConfig(max_batch_size=4)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgecloud.cli import main
-from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
+from edgecloud.cloud import BatchingConfig
 from edgecloud.codec import CodecCalibration
 from edgecloud.edge import EdgeClient, RefineConfig, iter_frames
 from edgecloud.edge.client import preset_for
@@ -38,18 +38,10 @@ def coarse_file(lite0, samples_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(lite0, coarse_file):
-    registry = TailRegistry("cpu")
-    registry.add(lite0, CUT)
-    config = ServerConfig(
-        bind="tcp://127.0.0.1:0",
-        batching=BatchingConfig(max_batch_size=4),
-        codec_calibrations=[str(coarse_file)],
-    )
-    server = CloudServer(config, registry=registry)
-    server.start()
-    yield server
-    server.stop()
+def server(lite0, coarse_file, local_server):
+    batching = BatchingConfig(max_batch_size=4)
+    with local_server(lite0, CUT, batching=batching, codec_calibrations=[str(coarse_file)]) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
