@@ -1,9 +1,12 @@
-"""Regenerate the codec calibration presets shipped in ``edgecloud/presets/``.
+"""Fit the codec calibration presets shipped in ``edgecloud/presets/``.
 
 Each preset is fitted exactly as ``edgecloud sweep --calib-images 64`` fits its calibrations:
 head features of the last 64 sorted images of the shared ImageNet samples (disjoint from the
 sweep's evaluation images), same loader batch size, same metadata, so the ids and hashes equal
-the sweep's. Usage: ``.venv/bin/python benchmarks/make_presets.py [--data DIR]``.
+the sweep's on the same machine (another CPU's float rounding moves a step by ~1e-6, and the
+id with it). Presets that exist are kept, so that edges and daemons holding them still agree;
+only missing ones are fitted and presets no model record names are removed (``--refit``: fit
+them all anew). Usage: ``.venv/bin/python benchmarks/make_presets.py [--data DIR] [--refit]``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecloud.codec import CodecCalibration
+from edgecloud.codec import CodecCalibration, parse_spec
 from edgecloud.datasets import make_loader
 from edgecloud.experiments.sweep import SweepData
 from edgecloud.models import load_model
@@ -36,10 +39,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/imagenet-samples", help="image folder")
     parser.add_argument("--out", default=str(PRESET_DIR), help="output folder (the package's)")
+    parser.add_argument("--refit", action="store_true", help="fit every preset anew")
     args = parser.parse_args()
-    for old in Path(args.out).glob("*.npz"):
-        old.unlink()
-    for model_name, cut, codec in expected_presets():
+    wanted = expected_presets()
+    existing = {}
+    for path in Path(args.out).glob("*.npz"):
+        cal = CodecCalibration.load(path)
+        key = (cal.meta.get("model"), cal.meta.get("cut"), cal.spec)
+        if args.refit or key not in {(m, c, parse_spec(s).canonical) for m, c, s in wanted}:
+            path.unlink()
+        else:
+            existing[key] = path
+    for model_name, cut, codec in wanted:
+        if (model_name, cut, parse_spec(codec).canonical) in existing:
+            print(f"{model_name} {cut} {codec}: kept")
+            continue
         model = load_model(model_name)
         data = SweepData.split(args.data, model, limit=None, calib_images=CALIB_IMAGES)
         files = data.calibration.files

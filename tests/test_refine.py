@@ -111,3 +111,17 @@ def test_edge_cli_refine(server, coarse_file, samples_dir, tmp_path: Path, capsy
     assert "(resent finer)" in capsys.readouterr().out
     assert main(argv[:-6] + ["--refine-calibration", str(coarse_file)]) == 1
     assert "--refine-calibration applies with --refine" in capsys.readouterr().err
+
+
+def test_edge_cli_refine_with_the_shipped_pair(server, samples_dir, tmp_path: Path, capsys):
+    """``--refine`` alone: the record's coarse codec first (a shipped preset), the recommended
+    codec for unsure frames; a cut without a shipped coarse codec says so."""
+    jsonl = tmp_path / "out.jsonl"
+    argv = ["edge", "--connect", server.endpoint, "--data", str(samples_dir), "--limit", "3",
+            "--cut", CUT, "--refine", "--refine-below", "1", "--jsonl", str(jsonl)]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) == 3 and all(r["refined"] and r["codec"] == FINE for r in lines)
+    assert "codec q4-ncc-crans-s3.5-pt" in capsys.readouterr().err
+    assert main(argv[:8] + ["blocks.3", "--refine"]) == 1
+    assert "no coarse codec ships for resending" in capsys.readouterr().err

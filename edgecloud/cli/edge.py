@@ -30,6 +30,8 @@ from edgecloud.cli.options import (
     positive_int,
 )
 
+#: ``--refine`` without a codec: the model's recommended codec and its shipped coarse codec
+RECOMMENDED = "recommended"
 EPILOG = f"""\
 examples:
   edgecloud edge --data photos/                    # daemon at {DEFAULT_ENDPOINT}, default cut
@@ -147,11 +149,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--refine",
+        nargs="?",
+        const=RECOMMENDED,
         default=None,
         metavar="CODEC",
         help="resend a frame the cloud is unsure of (top-1 score less the second below "
-        "--refine-below) with this finer codec, and answer with that; e.g. --codec "
-        "q4-ncc-crans-s4-pt --refine q4-ncc-crans-s2.5-pt (see docs/codec.md)",
+        "--refine-below) with this finer codec, and answer with that; without CODEC: the "
+        "model's recommended codec, and --codec defaults to the coarse one shipped for it "
+        "(at blocks: q4-ncc-crans-s3.5-pt first, q4-ncc-crans-s2.5-pt for unsure frames)",
     )
     p.add_argument(
         "--refine-below",
@@ -234,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.edge.client import parse_rung, probe_daemons
     from edgecloud.errors import ConfigError
     from edgecloud.models import load_model
+    from edgecloud.models.record import FALLBACK_CODEC
     from edgecloud.partition import resolve_cut
     from edgecloud.transport import SocketOptions
 
@@ -259,6 +265,16 @@ def run(args: argparse.Namespace) -> int:
     adapt = AdaptConfig(args.adapt) if args.adapt is not None else None
     refine = None
     if args.refine:
+        if args.refine == RECOMMENDED:
+            args.refine = spec.record.codec_for(cut) if spec.record else FALLBACK_CODEC
+            if not ladder:
+                coarse = spec.record.refine_codecs.get(cut) if spec.record else None
+                if coarse is None:
+                    raise ConfigError(
+                        f"no coarse codec ships for resending at {spec.name} cut {cut}: "
+                        "give --codec COARSE (and --codec-calibration) with --refine"
+                    )
+                ladder = [coarse]
         refine_calibration = None
         if args.refine_calibration:
             from edgecloud.codec import load_calibration_file

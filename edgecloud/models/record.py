@@ -41,6 +41,9 @@ class ModelRecord:
     served_cuts: Tuple[str, ...] = ()
     #: cut -> recommended codec spec; each has a calibration preset in edgecloud/presets
     codecs: Mapping[str, str] = field(default_factory=dict)
+    #: cut -> coarse codec spec sent first when unsure answers are resent with the cut's
+    #: recommended codec (``edgecloud edge --refine``); each has a preset too
+    refine_codecs: Mapping[str, str] = field(default_factory=dict)
 
     def codec_for(self, cut: str) -> str:
         """The recommended codec at ``cut`` (a calibrated one where a preset ships)."""
@@ -62,6 +65,7 @@ def register_model(
     default_cut: Optional[str] = None,
     served_cuts: Tuple[str, ...] = (),
     codecs: Optional[Mapping[str, str]] = None,
+    refine_codecs: Optional[Mapping[str, str]] = None,
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Decorator for a function that builds the (untrained) architecture of ``name``."""
 
@@ -77,6 +81,7 @@ def register_model(
             default_cut=default_cut,
             served_cuts=served_cuts,
             codecs=dict(codecs or {}),
+            refine_codecs=dict(refine_codecs or {}),
         )
         return build
 

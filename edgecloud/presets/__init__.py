@@ -19,13 +19,15 @@ PRESET_DIR = Path(__file__).resolve().parent
 
 def expected_presets() -> Tuple[Tuple[str, str, str], ...]:
     """(model, cut, codec spec) of every preset make_presets.py fits: the calibrated codecs
-    the model records recommend (imports the model definitions)."""
+    the model records recommend, and their coarse codecs for resending unsure answers
+    (imports the model definitions)."""
     from edgecloud.models.record import all_records
 
     return tuple(
         (record.name, cut, codec)
         for record in all_records()
-        for cut, codec in record.codecs.items()
+        for table in (record.codecs, record.refine_codecs)
+        for cut, codec in table.items()
         if parse_spec(codec).needs_calibration
     )
 
