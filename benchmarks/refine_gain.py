@@ -18,7 +18,8 @@ Every evaluation image's feature is coded once at each step of a ladder of
 Fidelity is top-1 agreement with the uncompressed model (95 % bootstrap interval over images).
 Writes JSON.
 
-    python benchmarks/refine_gain.py      # -> benchmarks/results/refine_gain.json
+    python benchmarks/refine_gain.py --plot docs/results/refine-blocks.png
+    # -> benchmarks/results/refine_gain.json
 """
 
 from __future__ import annotations
@@ -41,6 +42,50 @@ def floats(text: str) -> List[float]:
     return [float(v) for v in text.split(",")]
 
 
+def plot(rows: List[Dict[str, Any]], cut: str, path: str) -> None:
+    """Fidelity against bits/element (95 % intervals): the fixed steps, each coarse -> fine
+    pair over its margins, the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: Dict[str, List[Dict[str, Any]]] = {}
+    for row in rows:
+        name = row["policy"]
+        if name == "resend when unsure":
+            name = f"resend when unsure: {row['coarse']} -> {row['fine']} (margins)"
+        series.setdefault(name, []).append(row)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name, points in series.items():
+        points = sorted(points, key=lambda r: r["bits_per_element"])
+        x = [r["bits_per_element"] for r in points]
+        y = np.array([100 * r["fidelity"] for r in points])
+        err = [
+            y - [100 * r["fidelity_lo"] for r in points],
+            [100 * r["fidelity_hi"] for r in points] - y,
+        ]
+        style = (
+            {"marker": "*", "markersize": 12, "linestyle": ""}
+            if name == "oracle"
+            else {"marker": "o"}
+        )
+        ax.errorbar(x, y, yerr=err, capsize=2, label=name, **style)
+    ax.axhline(96, color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("bits per element (both messages of a resent frame)")
+    ax.set_ylabel("fidelity % (top-1 = uncompressed model's)")
+    ax.set_title(f"EfficientNet-Lite0 at {cut}: q4-ncc-crans-sX-pt, per image or resent")
+    ax.set_xlim(0, 1.5)
+    ax.set_ylim(85, 100.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", default="blocks")
@@ -51,6 +96,7 @@ def main() -> None:
     parser.add_argument("--fine", type=floats, default=[2.5, 2, 1.6])
     parser.add_argument("--tau", type=floats, default=[0.01, 0.02, 0.05, 0.1])
     parser.add_argument("--json", default=str(RESULTS / "refine_gain.json"))
+    parser.add_argument("--plot", default="", help="rate-fidelity plot (PNG/PDF/SVG) to PATH")
     args = parser.parse_args()
     missing = sorted(set(args.coarse + args.fine) - set(args.steps))
     if missing:
@@ -135,6 +181,8 @@ def main() -> None:
                     coarse_answers=int((~resend).sum()),
                     coarse_answers_changed=int((~resend & ~kept[coarse]).sum()),
                 )
+    if args.plot:
+        plot(rows, args.cut, args.plot)
     write_result(
         args.json,
         {
