@@ -21,6 +21,7 @@ from edgecloud.partition import split
 CUT = "blocks"
 COARSE = "q4-ncc-crans-s4-pt"
 FINE = "q4-ncc-crans-s2.5-pt"  # the preset shipped for blocks
+SHIPPED_COARSE = "q4-ncc-crans-s3.5-pt"  # the preset shipped for resending at blocks
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,7 @@ def test_edge_cli_refine_with_the_shipped_pair(server, samples_dir, tmp_path: Pa
     assert main(argv) == 0
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(lines) == 3 and all(r["refined"] and r["codec"] == FINE for r in lines)
-    assert "codec q4-ncc-crans-s3.5-pt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"codec {SHIPPED_COARSE}, unsure answers resent as {FINE} (margin 1)" in err
     assert main(argv[:8] + ["blocks.3", "--refine"]) == 1
     assert "no coarse codec ships for resending" in capsys.readouterr().err

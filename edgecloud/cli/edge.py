@@ -317,9 +317,14 @@ def run(args: argparse.Namespace) -> int:
             edge.check(infos)
             edge.warm_up()
             graph = "head + learned encoder" if head.encoder is not None else "head"
+            resend = (
+                f", unsure answers resent as {refine.codec} (margin {refine.below:g})"
+                if refine
+                else ""
+            )
             print(
-                f"edge: {spec.name} cut {cut} codec {edge.codec_spec} ({args.backend} {graph}) "
-                f"-> {', '.join(edge.endpoints)}",
+                f"edge: {spec.name} cut {cut} codec {edge.codec_spec}{resend} "
+                f"({args.backend} {graph}) -> {', '.join(edge.endpoints)}",
                 file=sys.stderr,
             )
             frames = iter_frames(
