@@ -41,20 +41,26 @@ def main() -> None:
     parser.add_argument("--out", default=str(PRESET_DIR), help="output folder (the package's)")
     parser.add_argument("--refit", action="store_true", help="fit every preset anew")
     args = parser.parse_args()
-    wanted = expected_presets()
-    existing = {}
+    models = {name: load_model(name) for name, _, _ in expected_presets()}
+    wanted = {  # (model, weights, cut, canonical spec) -> the spec as the record writes it
+        (name, models[name].weights_id, cut, parse_spec(codec).canonical): codec
+        for name, cut, codec in expected_presets()
+    }
+    kept = set()
     for path in Path(args.out).glob("*.npz"):
         cal = CodecCalibration.load(path)
-        key = (cal.meta.get("model"), cal.meta.get("cut"), cal.spec)
-        if args.refit or key not in {(m, c, parse_spec(s).canonical) for m, c, s in wanted}:
+        meta = cal.meta
+        key = (meta.get("model"), meta.get("weights"), meta.get("cut"), cal.spec)
+        if args.refit or key not in wanted:
             path.unlink()
         else:
-            existing[key] = path
-    for model_name, cut, codec in wanted:
-        if (model_name, cut, parse_spec(codec).canonical) in existing:
+            kept.add(key)
+    for key, codec in wanted.items():
+        model_name, _, cut, _ = key
+        if key in kept:
             print(f"{model_name} {cut} {codec}: kept")
             continue
-        model = load_model(model_name)
+        model = models[model_name]
         data = SweepData.split(args.data, model, limit=None, calib_images=CALIB_IMAGES)
         files = data.calibration.files
         head, _ = split(model, cut)

@@ -117,8 +117,7 @@ def main() -> None:
             )
 
     def features(indices: List[int]) -> np.ndarray:
-        with torch.inference_mode():
-            return run(head, np.stack([dataset[i][0].numpy() for i in indices]))
+        return run(head, np.stack([dataset[i][0].numpy() for i in indices]))
 
     calib = features(list(range(n - args.calib_images, n)))
     evaluate = features(list(range(args.images)))
