@@ -363,26 +363,27 @@ class EdgeClient:
                 link = result.timings.get("rtt_ms", 0.0) - result.timings.get("server_ms", 0.0)
                 self.adapt.observe(index_of_rung, frame, len(payload), latency, link)
             if result.code == ErrorCode.NEED_KEYFRAME and attempts < MAX_KEYFRAME_RESENDS:
-                self._in_background(outer, name, self._resend, timings, feature, index, attempts)
+                self._in_background(outer, name, timings, self._resend, feature, index, attempts)
                 return
             if self.refine is not None and result.ok and self.refine.unsure(result.scores):
-                self._in_background(outer, name, self._send_refined, feature, result)
+                self._in_background(outer, name, timings, self._send_refined, feature, result)
                 return
             outer.set_result(result)
 
         inner.add_done_callback(done)
 
-    def _in_background(self, outer: Future, name: str, call, *args) -> None:
-        """``call(outer, name, *args)`` off the client's I/O thread (which runs ``done``); if
-        it fails (the client closed meanwhile) the frame is answered ``no_reply``."""
+    def _in_background(self, outer: Future, name: str, timings, call, *args) -> None:
+        """``call(outer, name, timings, *args)`` off the client's I/O thread (which runs
+        ``done``); if it fails (the client closed meanwhile) the frame is answered
+        ``no_reply`` with its edge ``timings``."""
         if self._resender is None:
             self._resender = ThreadPoolExecutor(1, thread_name_prefix="edge-resend")
 
         def run() -> None:
             try:
-                call(outer, name, *args)
+                call(outer, name, timings, *args)
             except Exception as exc:  # do not hang the caller
-                outer.set_result(EdgeResult(name, "", "no_reply", str(exc)))
+                outer.set_result(EdgeResult(name, "", "no_reply", str(exc), timings=timings))
 
         self._resender.submit(run)
 
@@ -390,9 +391,10 @@ class EdgeClient:
         self._send(outer, name, timings, feature, after=index, attempts=attempts + 1)
 
     def _send_refined(
-        self, outer: Future, name: str, feature: np.ndarray, first: EdgeResult
+        self, outer: Future, name: str, timings, feature: np.ndarray, first: EdgeResult
     ) -> None:
-        """Send ``feature`` again with the refine codec; its answer is the frame's."""
+        """Send ``feature`` again with the refine codec; its answer is the frame's (with
+        ``timings``, the first message's, added to)."""
         rung = self.refine_rung
         request = self._request(rung)
         t0 = time.perf_counter()
@@ -401,7 +403,7 @@ class EdgeClient:
         inner = self.client.submit(request, payload)
 
         def done(f: Future) -> None:
-            result = self._result(name, request.id, len(payload), first.timings, f)
+            result = self._result(name, request.id, len(payload), timings, f)
             result.refined = True
             result.cut, result.codec = rung.cut, rung.spec
             result.bytes_sent += first.bytes_sent
