@@ -77,7 +77,8 @@ def test_unsure_frames_are_resent_finer_and_answered_from_the_resend(
     assert [r.bytes_sent for r in always] == [
         c.bytes_sent + f.bytes_sent for c, f in zip(coarse, fine)
     ]
-    assert all(r.timings["rtt_ms"] > f.timings["rtt_ms"] for r, f in zip(always, fine))
+    # the frame's round trip counts both messages': the resend's alone is less
+    assert all(r.timings["rtt_ms"] > r.timings["refine_rtt_ms"] > 0 for r in always)
     assert [r.to_dict()["refined"] for r in always] == [True] * len(frames)
     # no frame is below a margin of 1e-9: each is answered from the coarse stream
     with _client(server, lite0, coarse_file, refine=RefineConfig(FINE, below=1e-9)) as edge:

@@ -161,7 +161,8 @@ class EdgeClient:
         refine: resend a frame whose answer is unsure (top-1 score less the second below
             ``refine.below``) with the finer ``refine.codec``, and answer with that
             (:mod:`edgecloud.edge.refine`); ``EdgeResult.refined`` says so, ``bytes_sent``
-            counts both messages and ``timings["rtt_ms"]`` both round trips.
+            counts both messages, ``timings["rtt_ms"]`` both round trips and
+            ``timings["refine_rtt_ms"]`` the second alone.
     """
 
     def __init__(
@@ -408,6 +409,7 @@ class EdgeClient:
             result.cut, result.codec = rung.cut, rung.spec
             result.bytes_sent += first.bytes_sent
             result.attempts += first.attempts
+            result.timings["refine_rtt_ms"] = result.timings.get("rtt_ms", 0.0)
             for key, extra in (("encode_ms", encode_ms), ("rtt_ms", first.timings["rtt_ms"])):
                 result.timings[key] = result.timings.get(key, 0.0) + extra
             outer.set_result(result)
