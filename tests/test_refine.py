@@ -14,7 +14,7 @@ from edgecloud.cloud import BatchingConfig
 from edgecloud.codec import CodecCalibration
 from edgecloud.edge import EdgeClient, RefineConfig, iter_frames
 from edgecloud.edge.client import preset_for
-from edgecloud.errors import ConfigError
+from edgecloud.errors import CalibrationError, ConfigError
 from edgecloud.experiments.sweep import SweepData
 from edgecloud.partition import split
 
@@ -98,6 +98,8 @@ def test_refine_refuses_what_it_cannot_do(server, lite0, coarse_file):
         RefineConfig(FINE, below=0.0)
     with pytest.raises(ConfigError, match="top_k >= 2"):
         _client(server, lite0, coarse_file, refine=RefineConfig(FINE), top_k=1)
+    with pytest.raises(CalibrationError, match="--refine q4-ncc-crans-s9-pt.*--refine-calibration"):
+        _client(server, lite0, coarse_file, refine=RefineConfig("q4-ncc-crans-s9-pt"))
     with pytest.raises(ConfigError, match="streams"):
         _client(server, lite0, coarse_file, refine=RefineConfig(FINE), stream_id="cam")
 

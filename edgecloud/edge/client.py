@@ -235,7 +235,16 @@ class EdgeClient:
                 )
             if top_k < 2:
                 raise ConfigError("resending unsure frames needs top_k >= 2 (the score margin)")
-            fine_calibration = refine.calibration or preset_for(self.spec, cut, refine.codec)
+            fine_calibration = refine.calibration
+            if fine_calibration is None:
+                try:
+                    fine_calibration = preset_for(self.spec, cut, refine.codec)
+                except CalibrationError as exc:
+                    raise CalibrationError(
+                        f"--refine {refine.codec}: no preset ships for it at cut {cut!r}; give "
+                        "its calibration (--refine-calibration FILE, made with `edgecloud sweep "
+                        "--save-calibrations DIR`)"
+                    ) from exc
             fine = FeatureCodec.from_spec(refine.codec, fine_calibration)
             self.refine_rung = Rung(cut, refine.codec, fine, self.head)
         self._encode_lock = threading.Lock()
