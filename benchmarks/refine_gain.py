@@ -14,6 +14,11 @@ Every evaluation image's feature is coded once at each step of a ladder of
   messages, measured; the fraction resent is the share of images that pay a second round trip;
   ``coarse_answers_changed`` counts the answers taken from the coarse stream that differ from
   the uncompressed model's.
+- **Resend when unstable within the cells** (``--cell-samples K``, a test the daemon could run):
+  the coarse feature plus ``K`` draws of uniform noise of ``spread`` quantization steps per
+  element (where the true feature may lie) through the tail; the score is the smallest margin
+  of the coarse answer over the draws (negative when a draw changes it). ``ranking`` compares
+  it with the softmax margin at equal shares resent: which test picks the better frames.
 
 Fidelity is top-1 agreement with the uncompressed model (95 % bootstrap interval over images).
 Writes JSON.
@@ -25,7 +30,7 @@ Writes JSON.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +45,26 @@ from edgecloud.partition import split
 
 def floats(text: str) -> List[float]:
     return [float(v) for v in text.split(",")]
+
+
+def margin_of(logits: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """Softmax score of ``answer`` less the best other score, per row."""
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    rows = np.arange(len(probs))
+    chosen = probs[rows, answer].copy()
+    probs[rows, answer] = -1.0
+    return chosen - probs.max(1)
+
+
+def cell_steps(codec: FeatureCodec, channels: int) -> np.ndarray:
+    """The quantization step of each channel, shaped to broadcast over (N, C, H, W)."""
+    cal = codec.calibration
+    step = (cal.hi - cal.lo) / np.float32((1 << codec.spec.bits) - 1)
+    return np.broadcast_to(step, (channels,)).reshape(1, channels, 1, 1).astype(np.float32)
+
+
+def noise(rng: np.random.Generator, x: np.ndarray, step: np.ndarray, spread: float) -> np.ndarray:
+    return rng.uniform(-0.5, 0.5, x.shape).astype(np.float32) * step * np.float32(spread)
 
 
 def plot(rows: List[Dict[str, Any]], cut: str, path: str) -> None:
@@ -90,11 +115,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", default="blocks")
     parser.add_argument("--images", type=int, default=400)
+    parser.add_argument(
+        "--first", type=int, default=0, help="first evaluated image (0; 400: held-out images)"
+    )
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--steps", type=floats, default=[1.6, 2, 2.5, 3, 3.5, 4, 5, 6, 8])
     parser.add_argument("--coarse", type=floats, default=[3.5, 4])
     parser.add_argument("--fine", type=floats, default=[2.5, 2, 1.6])
     parser.add_argument("--tau", type=floats, default=[0.01, 0.02, 0.05, 0.1])
+    parser.add_argument("--cell-samples", type=int, default=0, help="K draws per image (0: off)")
+    parser.add_argument("--cell-spread", type=floats, default=[0.5, 1.0])
     parser.add_argument("--json", default=str(RESULTS / "refine_gain.json"))
     parser.add_argument("--plot", default="", help="rate-fidelity plot (PNG/PDF/SVG) to PATH")
     args = parser.parse_args()
@@ -120,13 +150,17 @@ def main() -> None:
         return run(head, np.stack([dataset[i][0].numpy() for i in indices]))
 
     calib = features(list(range(n - args.calib_images, n)))
-    evaluate = features(list(range(args.images)))
+    if args.first + args.images > n - args.calib_images:
+        parser.error(f"--first + --images overlap the {args.calib_images} calibration images")
+    evaluate = features(list(range(args.first, args.first + args.images)))
     elements = int(np.prod(evaluate.shape[1:]))
     reference = run(tail, evaluate).argmax(1)
 
     nbytes: Dict[float, np.ndarray] = {}
     kept: Dict[float, np.ndarray] = {}
     margin: Dict[float, np.ndarray] = {}
+    cell: Dict[Tuple[float, float], np.ndarray] = {}  # (step, spread) -> score per image
+    rng = np.random.default_rng(0)
     rows: List[Dict[str, Any]] = []
 
     def summary(name: str, sent: np.ndarray, hits: np.ndarray, **extra: Any) -> Dict[str, Any]:
@@ -149,10 +183,19 @@ def main() -> None:
         codec = FeatureCodec.from_spec(codec_spec, CodecCalibration.fit(calib, codec_spec))
         streams = [codec.encode(f) for f in evaluate]
         logits = run(tail, np.stack([codec.decode(s) for s in streams]))
-        top2 = np.sort(torch.softmax(torch.from_numpy(logits), 1).numpy(), axis=1)[:, -2:]
+        answer = logits.argmax(1)
         nbytes[step] = np.array([len(s) for s in streams], dtype=np.float64)
-        kept[step] = logits.argmax(1) == reference
-        margin[step] = top2[:, 1] - top2[:, 0]
+        kept[step] = answer == reference
+        margin[step] = margin_of(logits, answer)
+        if args.cell_samples and step in args.coarse:
+            decoded = np.stack([codec.decode(s) for s in streams])
+            cell_step = cell_steps(codec, decoded.shape[1])
+            for spread in args.cell_spread:
+                draws = [
+                    margin_of(run(tail, decoded + noise(rng, decoded, cell_step, spread)), answer)
+                    for _ in range(args.cell_samples)
+                ]
+                cell[step, spread] = np.min(draws, axis=0)
         summary("fixed step", nbytes[step], kept[step], codec=codec_spec)
 
     ladder = sorted(args.steps)
@@ -180,6 +223,19 @@ def main() -> None:
                     coarse_answers=int((~resend).sum()),
                     coarse_answers_changed=int((~resend & ~kept[coarse]).sum()),
                 )
+    ranking = []
+    for (coarse, spread), score in cell.items():
+        for fine in args.fine:
+            for share in (0.1, 0.2, 0.3, 0.4):
+                count = int(round(share * len(score)))
+                entry = {"coarse": f"s{coarse:g}", "fine": f"s{fine:g}", "resent": share}
+                for name, test in (("margin", margin[coarse]), (f"cell_{spread:g}", score)):
+                    resend = np.zeros(len(test), dtype=bool)
+                    resend[np.argsort(test, kind="stable")[:count]] = True
+                    hits = np.where(resend, kept[fine], kept[coarse])
+                    entry[f"fidelity_{name}"] = round(float(hits.mean()), 4)
+                print(entry, flush=True)
+                ranking.append(entry)
     if args.plot:
         plot(rows, args.cut, args.plot)
     write_result(
@@ -189,9 +245,10 @@ def main() -> None:
             "machine": machine(),
             "cut": args.cut,
             "shape": list(evaluate.shape[1:]),
-            "images": args.images,
+            "images": [args.first, args.first + args.images],
             "calib_images": args.calib_images,
             "results": rows,
+            **({"cell_samples": args.cell_samples, "ranking": ranking} if ranking else {}),
         },
     )
 
