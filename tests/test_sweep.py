@@ -106,6 +106,8 @@ def test_expand_codecs_substitutes_bit_depths():
     assert codec_family("q4-ncc-crans-s2.5-pt") == "qB-ncc-crans-sX-pt"
     assert codec_family("q4-ncc-crans-rd0.7-pc") == "qB-ncc-crans-rdX-pc"
     assert codec_family("learned-lite0_b3") == "learned"
+    assert codec_family("q8-ct-av1-crf53-medium-msg-pt") == "qB-ct-av1-crfX-medium-msg-pt"
+    assert codec_family("q8-ct-h264-qp40-medium-msg-pt") == "qB-ct-h264-qpX-medium-msg-pt"
     with pytest.raises(CodecSpecError):
         expand_codecs(["q8-ncc-zip"], None)
 

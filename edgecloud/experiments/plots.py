@@ -12,12 +12,13 @@ import numpy as np
 
 
 def codec_family(codec: str) -> str:
-    """Spec with bit depth and step replaced by placeholders: one curve per family."""
+    """Spec with bit depth and step (or a video coder's crf/qp) replaced by placeholders: one
+    curve per family."""
     if codec.startswith("jpeg-input-q"):
         return "jpeg-input"
     if codec.startswith("learned-"):
         return "learned"
-    return re.sub(r"-(s|rd)[\d.]+-", r"-\1X-", re.sub(r"^q\d+", "qB", codec))
+    return re.sub(r"-(s|rd|crf|qp)[\d.]+-", r"-\1X-", re.sub(r"^q\d+", "qB", codec))
 
 
 def family_label(codecs: Sequence[str]) -> str:
