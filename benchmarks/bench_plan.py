@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-from common import DATA, RESULTS, machine, write_result
+from common import DATA, RESULTS, ask_at_rates, machine, shaped_daemon, write_result
 
-from edgecloud.cloud.process import DaemonProcess
 from edgecloud.experiments import plan as planner
-from edgecloud.experiments.shaped_link import ShapedLink
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (cut, codec as in the sweep); the cut "input" is cloud-only, None edge-only
@@ -176,41 +174,25 @@ def profiles(slowdown: float, repeat: int) -> Dict[str, Dict[str, Any]]:
 
 def measure(args: argparse.Namespace, names: List[str]) -> Dict[str, Dict[str, List[float]]]:
     """Latencies (ms) per rate and configuration on the shaped link."""
-    measured: Dict[str, Dict[str, List[float]]] = {}
-    with ShapedLink(args.rates[0]) as link:
-        daemon = DaemonProcess(
-            ["--bind", "tcp://127.0.0.1:0", "--cut", ",".join(CUTS), "--threads", "1",
-             "--max-batch-size", "1", "--decode-workers", "0", "--stats-interval", "3600"],
-            prefix=link.command([]),
-        )  # fmt: skip
+
+    def show(rate: float, name: str, times: List[float]) -> None:
+        print(f"{rate:g} Mbit/s  {name:40s} p50 {np.median(times):8.1f} ms", flush=True)
+
+    serve = ["--bind", "tcp://127.0.0.1:0", "--cut", ",".join(CUTS), "--threads", "1",
+             "--max-batch-size", "1", "--decode-workers", "0",
+             "--stats-interval", "3600"]  # fmt: skip
+    with shaped_daemon(args.rates[0], serve) as (link, endpoint):
         server = link.popen([sys.executable, __file__, "--image-server"], stdout=subprocess.PIPE,
                             text=True)  # fmt: skip
-        worker = None
         try:
-            endpoint = daemon.start()
             image_endpoint = server.stdout.readline().split()[1]
-            worker = link.popen(
-                [sys.executable, __file__, "--edge-worker", endpoint, "--image-endpoint",
-                 image_endpoint, "--edge-slowdown", str(args.edge_slowdown), "--frames",
-                 str(args.frames)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert worker.stdout.readline().strip() == "READY"
-            for rate in args.rates:
-                link.set_rate(rate)  # mid-run: the daemon and the edge keep their connections
-                measured[f"{rate:g}"] = {}
-                for name in names:
-                    worker.stdin.write(name + "\n")
-                    worker.stdin.flush()
-                    measured[f"{rate:g}"][name] = json.loads(worker.stdout.readline())
-                    p50 = np.median(measured[f"{rate:g}"][name])
-                    print(f"{rate:g} Mbit/s  {name:40s} p50 {p50:8.1f} ms", flush=True)
+            worker = [sys.executable, __file__, "--edge-worker", endpoint, "--image-endpoint",
+                      image_endpoint, "--edge-slowdown", str(args.edge_slowdown), "--frames",
+                      str(args.frames)]  # fmt: skip
+            measured = ask_at_rates(link, worker, args.rates, names, show)
         finally:
-            for proc in (worker, server):
-                if proc is not None:
-                    proc.kill()
-                    proc.wait()
-            daemon.stop(30)
+            server.kill()
+            server.wait()
     return measured
 
 

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from typing import Any, Dict, List
 
 import numpy as np
-from common import DATA, RESULTS, machine, write_result
-
-from edgecloud.cloud.process import DaemonProcess
-from edgecloud.experiments.shaped_link import ShapedLink
+from common import DATA, RESULTS, ask_at_rates, machine, shaped_daemon, write_result
 
 CUT = "blocks"
 COARSE, FINE, BELOW = "q4-ncc-crans-s3.5-pt", "q4-ncc-crans-s2.5-pt", 0.05
@@ -87,35 +83,19 @@ def main() -> None:
         edge_worker(args.edge_worker, args.frames)
         return
     rates = [float(r) for r in args.rates.split(",")]
-    results: Dict[str, Dict[str, Any]] = {}
-    with ShapedLink(rates[0]) as link:
-        daemon = DaemonProcess(
-            ["--bind", "tcp://127.0.0.1:0", "--cut", CUT, "--threads", "1",
-             "--decode-workers", "0", "--stats-interval", "3600"],
-            prefix=link.command([]),
-        )  # fmt: skip
-        worker = None
-        try:
-            endpoint = daemon.start()
-            worker = link.popen(
-                [sys.executable, __file__, "--edge-worker", endpoint, "--frames", str(args.frames)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert worker.stdout.readline().strip() == "READY"
-            for rate in rates:
-                link.set_rate(rate)
-                results[f"{rate:g}"] = {}
-                for name in CONFIGS:
-                    worker.stdin.write(name + "\n")
-                    worker.stdin.flush()
-                    row = summary(json.loads(worker.stdout.readline()))
-                    results[f"{rate:g}"][name] = row
-                    print(f"{rate:g} Mbit/s  {name:20s} {row}", flush=True)
-        finally:
-            if worker is not None:
-                worker.kill()
-                worker.wait()
-            daemon.stop(30)
+
+    def show(rate: float, name: str, records: Any) -> None:
+        print(f"{rate:g} Mbit/s  {name:20s} {summary(records)}", flush=True)
+
+    serve = ["--bind", "tcp://127.0.0.1:0", "--cut", CUT, "--threads", "1",
+             "--decode-workers", "0", "--stats-interval", "3600"]  # fmt: skip
+    with shaped_daemon(rates[0], serve) as (link, endpoint):
+        worker = [sys.executable, __file__, "--edge-worker", endpoint, "--frames", str(args.frames)]
+        answers = ask_at_rates(link, worker, rates, list(CONFIGS), show)
+    results = {
+        rate: {name: summary(records) for name, records in rows.items()}
+        for rate, rows in answers.items()
+    }
     write_result(
         args.json,
         {

@@ -1,13 +1,15 @@
 """Helpers shared by the benchmark scripts: machine description, process memory, real
-features of the shared ImageNet images, JSON results."""
+features of the shared ImageNet images, JSON results, a daemon and a worker on a shaped link."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -77,3 +79,48 @@ def write_result(path: str, payload: Dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+@contextmanager
+def shaped_daemon(rate_mbit: float, serve_args: List[str]) -> Iterator[Tuple[Any, str]]:
+    """A network namespace whose loopback is shaped to ``rate_mbit``
+    (:class:`~edgecloud.experiments.shaped_link.ShapedLink`) with ``edgecloud serve
+    SERVE_ARGS`` in it; yields the link and the daemon's endpoint."""
+    from edgecloud.cloud.process import DaemonProcess
+    from edgecloud.experiments.shaped_link import ShapedLink
+
+    with ShapedLink(rate_mbit) as link:
+        daemon = DaemonProcess(serve_args, prefix=link.command([]))
+        try:
+            yield link, daemon.start()
+        finally:
+            daemon.stop(30)
+
+
+def ask_at_rates(
+    link: Any,
+    worker_argv: List[str],
+    rates: Sequence[float],
+    names: Sequence[str],
+    show: Callable[[float, str, Any], None],
+) -> Dict[str, Dict[str, Any]]:
+    """Start a worker in the link's namespace (it prints ``READY``, then answers each
+    configuration name written to its stdin with one JSON line); at each rate, set mid-run
+    (connections stay up), ask it every name. Returns ``{rate: {name: answer}}``."""
+    worker = link.popen(worker_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if worker.stdout.readline().strip() != "READY":
+            raise RuntimeError(f"the worker {worker_argv[1:2]} did not start")
+        answers: Dict[str, Dict[str, Any]] = {}
+        for rate in rates:
+            link.set_rate(rate)
+            answers[f"{rate:g}"] = {}
+            for name in names:
+                worker.stdin.write(name + "\n")
+                worker.stdin.flush()
+                answers[f"{rate:g}"][name] = answer = json.loads(worker.stdout.readline())
+                show(rate, name, answer)
+        return answers
+    finally:
+        worker.kill()
+        worker.wait()

@@ -11,7 +11,7 @@ import numpy as np
 from edgecloud.artifacts import sha256_file
 from edgecloud.backends.base import HeadRunner, shape_tuple
 from edgecloud.errors import CalibrationError
-from edgecloud.onnxrt import providers, session_options
+from edgecloud.onnxrt import make_session, providers
 from edgecloud.quantize.calibrate import CalibrationArtifacts, artifact_dir
 from edgecloud.quantize.export import append_encoder, export_onnx
 
@@ -52,11 +52,11 @@ class OnnxRuntimeHeadRunner(HeadRunner):
     ) -> None:
         import onnxruntime as ort
 
+        providers(ort, device)  # an unknown or unavailable device fails before any export
         self.model, self.cut = spec.name, cut
         self.input_shape = shape_tuple(spec.input_shape)
         self.threads = threads
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
-        self.providers = providers(ort, device)
         self.device = device or "cpu"
         if int8:
             if int8_graph not in INT8_GRAPHS:
@@ -76,9 +76,7 @@ class OnnxRuntimeHeadRunner(HeadRunner):
             self.encoder = encoder
         self.onnx_path = path
         self.onnx_sha256 = sha256_file(path)
-
-        options = session_options(ort, threads)
-        self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+        self.session = make_session(path, device, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def _export_fp32(self, spec, cut: str) -> Path:
