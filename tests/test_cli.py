@@ -78,6 +78,7 @@ def test_version_and_verbosity_anywhere(capsys):
 MALFORMED = [
     (["eval", "--limit", "x"], "--limit"),
     (["eval", "--limit", "0"], "--limit"),
+    (["eval", "--offset", "-1"], "--offset"),
     (["eval", "--batch-size", "-3"], "--batch-size"),
     (["sweep", "--bits", "4,x"], "--bits"),
     (["sweep", "--bits", "4,40"], "--bits"),
@@ -108,6 +109,8 @@ BAD_VALUES = [
     (["cuts", "--weights", "/no/such/file.pth"], "weights file not found"),
     (["eval", "--cut", "nope", "--limit", "1"], "no cut point 'nope'"),
     (["eval", "--data", "/no/such/folder"], "not found"),
+    (["eval", "--offset", "800"], "no images left"),
+    (["sweep", "--video", "bikes", "--offset", "3"], "not with --video"),
     (["sweep", "--codec", "q4-zzz-zstd", "--limit", "1"], "repack 'zzz'"),
     (["cuts", "resnet18", "--model", "vgg16"], "disagree"),
     (["serve", "--config", "/no/such.toml"], "not found"),

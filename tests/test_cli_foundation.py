@@ -55,6 +55,16 @@ def test_eval_split_matches_full_model(tmp_path, samples_dir):
     assert full_result["top1"] == cut_result["top1"]
 
 
+def test_eval_offset_evaluates_the_images_after_it(tmp_path, samples_dir, capsys):
+    out = tmp_path / "tail.json"
+    argv = ["eval", "--data", str(samples_dir), "--offset", "796", "--limit", "8"]
+    assert main([*argv, "--data-workers", "0", "--no-progress", "--json", str(out)]) == 0
+    images = sorted(p.name for p in (samples_dir / "images").glob("*.jpg"))
+    assert f"on 4 images from {images[796]}" in capsys.readouterr().out  # the last 4 of 800
+    result = json.loads(out.read_text())
+    assert result["images"] == 4 and result["offset"] == 796
+
+
 def test_errors_are_one_line_and_nonzero(capsys):
     assert main(["eval", "--model", "nope"]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err

@@ -115,6 +115,17 @@ def test_expand_codecs_substitutes_bit_depths():
 def test_split_refuses_to_leave_no_evaluation_images(lite0, samples_dir):
     with pytest.raises(DatasetError, match="calib-images"):
         SweepData.split(str(samples_dir), lite0, limit=None, calib_images=800)
+    with pytest.raises(DatasetError, match="--offset 736"):
+        SweepData.split(str(samples_dir), lite0, limit=None, calib_images=64, offset=736)
+
+
+def test_split_offset_evaluates_held_out_images(lite0, samples_dir):
+    files = sorted(SweepData.split(str(samples_dir), lite0, None, 0).evaluation.files)
+    data = SweepData.split(str(samples_dir), lite0, limit=10, calib_images=64, offset=400)
+    assert data.evaluation.files == files[400:410]
+    assert data.calibration.files == files[-64:]
+    tail = SweepData.split(str(samples_dir), lite0, limit=None, calib_images=64, offset=700)
+    assert tail.evaluation.files == files[700:-64]  # up to the calibration images, not into them
 
 
 def test_cli_writes_csv_json_plot_and_resumes(samples_dir, tmp_path, capsys):

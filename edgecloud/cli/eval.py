@@ -14,6 +14,7 @@ from edgecloud.cli.options import (
     add_limit,
     add_loader,
     add_model,
+    add_offset,
     add_outputs,
     add_progress,
     head_runner,
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
             "another backend or --int8: the model's default cut)")  # fmt: skip
     add_data(parser)
     add_limit(parser)
+    add_offset(parser)
     add_loader(parser)
     add_head(parser)
     add_progress(parser)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.partition import resolve_cut, split
 
     spec = load_model(args.model or _default_model(), args.weights)
-    dataset = ImageFolder(args.data, spec.preprocessing, limit=args.limit)
+    dataset = ImageFolder(args.data, spec.preprocessing, limit=args.limit, offset=args.offset)
     predict = spec.module
     head_desc = "whole model, torch fp32"
     cut = args.cut
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "cut": cut or "",
         "backend": args.backend,
         "int8": args.int8,
+        "offset": args.offset,
         **result.summary(),
         "skipped_images": len(dataset.skipped),
     }
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{spec.name}{where} ({head_desc}): top-1 {100 * result.top1:.2f} %  "
         f"top-5 {100 * result.top5:.2f} %  on {result.images} images"
+        + (f" from {dataset.files[0].name}" if args.offset else "")
         + (f" ({len(dataset.skipped)} unreadable, skipped)" if dataset.skipped else "")
         + f"; {result.images_per_s:.1f} images/s (model compute only, batch {args.batch_size})"
     )

@@ -29,6 +29,8 @@ VOCABULARY: Dict[str, str] = {
     "--data": "input: an image folder (with optional labels.csv), one image, a video file, "
     "or (edge) a camera index",
     "--limit": "use only the first N images or frames",
+    "--offset": "leave out the first N images (with --limit: the N after them), to evaluate on "
+    "images that chose nothing",
     "--calib-images": "calibrate on the LAST N images of --data (disjoint from --limit)",
     "--batch-size": "images per batch",
     "--data-workers": "image-decoding worker processes",
@@ -425,6 +427,16 @@ def add_limit(parser: argparse.ArgumentParser, default: Optional[int] = None) ->
         type=positive_int,
         default=default,
         help="use only the first N images or frames" + (f" (default {default})" if default else ""),
+    )
+
+
+def add_offset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--offset",
+        type=nonnegative_int,
+        default=0,
+        help="leave out the first N images of --data (--limit counts from there): a held-out "
+        "set, e.g. --offset 400 after choosing codecs on the first 400 (default 0)",
     )
 
 

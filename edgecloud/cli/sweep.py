@@ -17,6 +17,7 @@ from edgecloud.cli.options import (
     add_limit,
     add_loader,
     add_model,
+    add_offset,
     add_outputs,
     add_progress,
     add_save_calibrations,
@@ -75,9 +76,9 @@ def register(subparsers: Any) -> None:
         "message per image), decode it, run the tail and report top-1/top-5, fidelity (top-1 "
         "agreement with the uncompressed model), KB/image, bits/element and encode/decode "
         "ms/image. Calibration images (for calibrated codecs) are the LAST --calib-images files "
-        "of the sorted folder; evaluation uses the first --limit of the rest, so the two sets "
-        "are disjoint. jpeg-input-qNN codecs send the 224x224 crop as JPEG instead (cut "
-        "'input').",
+        "of the sorted folder; evaluation uses the first --limit of the rest (after --offset), "
+        "so the two sets are disjoint. jpeg-input-qNN codecs send the 224x224 crop as JPEG "
+        "instead (cut 'input').",
         epilog=EPILOG,
     )
     add_model(parser)
@@ -99,6 +100,7 @@ def register(subparsers: Any) -> None:
     )
     add_data(parser)
     add_limit(parser)
+    add_offset(parser)
     parser.add_argument(
         "--calib-images",
         type=nonnegative_int,
@@ -190,12 +192,15 @@ VIDEO_TABLE = [
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgecloud.errors import ConfigError
+
     if args.video:
+        if args.offset:
+            raise ConfigError("--offset leaves out images of an image folder; not with --video")
         return run_video(args)
     from tqdm import tqdm
 
     from edgecloud.cli.options import model_name
-    from edgecloud.errors import ConfigError
     from edgecloud.experiments.sweep import CsvLog, Sweep, SweepData, expand_codecs
     from edgecloud.models import load_model
     from edgecloud.partition import default_cut, get_cut
@@ -210,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     cuts = args.cuts or [default_cut(model)]
     for cut in cuts:
         get_cut(model, cut)  # CutPointError lists the valid names
-    data = SweepData.split(args.data, model, args.limit, args.calib_images)
+    data = SweepData.split(args.data, model, args.limit, args.calib_images, args.offset)
     learned = _learned_codecs(args.codec_calibration)  # a bad file stops before any output
     print(data.describe())
     log = CsvLog(csv_path, args.resume)

@@ -96,16 +96,24 @@ class SweepData:
 
     @classmethod
     def split(
-        cls, root: str, model: ModelSpec, limit: Optional[int], calib_images: int
+        cls,
+        root: str,
+        model: ModelSpec,
+        limit: Optional[int],
+        calib_images: int,
+        offset: int = 0,
     ) -> SweepData:
+        """Calibration: the last ``calib_images`` files; evaluation: ``limit`` files (all
+        that are left by default) after the first ``offset``."""
         total = len(ImageFolder(root, model.preprocessing).files)
-        if calib_images < 0 or calib_images >= total:
+        if calib_images < 0 or offset < 0 or calib_images + offset >= total:
             raise DatasetError(
-                f"--calib-images {calib_images} leaves no evaluation images ({total} in {root})"
+                f"--calib-images {calib_images} and --offset {offset} leave no evaluation images "
+                f"({total} in {root})"
             )
         available = total - calib_images
-        n_eval = available if limit is None else min(limit, available)
-        evaluation = ImageFolder(root, model.preprocessing, limit=n_eval)
+        n_eval = available - offset if limit is None else min(limit, available - offset)
+        evaluation = ImageFolder(root, model.preprocessing, limit=n_eval, offset=offset)
         calibration = None
         if calib_images:
             calibration = ImageFolder(
