@@ -1,8 +1,9 @@
 """How much would choosing the step per image save? An oracle bound, and resending the images
 the cloud is unsure of.
 
-Every evaluation image's feature is coded once at each step of a ladder of
-``q4-ncc-crans-sX-pt`` codecs (calibrated on the LAST ``--calib-images`` shared images, the first
+Every evaluation image's feature is coded once at each step of a ladder of codecs
+(``--template``, default ``q4-ncc-crans-s{}-pt``; ``q8-ct-av1-crf{}`` with crf values as
+steps is AV1's ladder; calibrated codecs on the LAST ``--calib-images`` shared images, the first
 ``--images`` evaluated, as in ``edgecloud sweep``), decoded and run through the tail.
 
 - **Oracle**: per image the coarsest step whose answer equals the uncompressed model's (the
@@ -67,7 +68,7 @@ def noise(rng: np.random.Generator, x: np.ndarray, step: np.ndarray, spread: flo
     return rng.uniform(-0.5, 0.5, x.shape).astype(np.float32) * step * np.float32(spread)
 
 
-def plot(rows: List[Dict[str, Any]], cut: str, path: str) -> None:
+def plot(rows: List[Dict[str, Any]], cut: str, template: str, path: str) -> None:
     """Fidelity against bits/element (95 % intervals): the fixed steps, each coarse -> fine
     pair over its margins, the oracle."""
     import matplotlib
@@ -100,7 +101,7 @@ def plot(rows: List[Dict[str, Any]], cut: str, path: str) -> None:
     ax.axvline(0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("bits per element (both messages of a resent frame)")
     ax.set_ylabel("fidelity % (top-1 = uncompressed model's)")
-    ax.set_title(f"EfficientNet-Lite0 at {cut}: q4-ncc-crans-sX-pt, per image or resent")
+    ax.set_title(f"EfficientNet-Lite0 at {cut}: {template.format('X')}, per image or resent")
     ax.set_xlim(0, 1.5)
     ax.set_ylim(85, 100.5)
     ax.grid(alpha=0.3)
@@ -119,6 +120,9 @@ def main() -> None:
         "--first", type=int, default=0, help="first evaluated image (0; 400: held-out images)"
     )
     parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument(
+        "--template", default="q4-ncc-crans-s{}-pt", help="codec spec with {} for the step"
+    )
     parser.add_argument("--steps", type=floats, default=[1.6, 2, 2.5, 3, 3.5, 4, 5, 6, 8])
     parser.add_argument("--coarse", type=floats, default=[3.5, 4])
     parser.add_argument("--fine", type=floats, default=[2.5, 2, 1.6])
@@ -131,6 +135,14 @@ def main() -> None:
     missing = sorted(set(args.coarse + args.fine) - set(args.steps))
     if missing:
         parser.error(f"--coarse/--fine steps {missing} are not in --steps")
+
+    if "{}" not in args.template:
+        parser.error("--template needs {} where the step goes")
+    step_token = next(t for t in args.template.split("-") if "{}" in t)
+
+    def label(step: float) -> str:
+        """The spec token that names a step: s3.5, crf59."""
+        return step_token.format(f"{step:g}")
 
     spec = load_model("efficientnet_lite0")
     head, tail = split(spec, args.cut)
@@ -179,8 +191,10 @@ def main() -> None:
         return row
 
     for step in args.steps:
-        codec_spec = f"q4-ncc-crans-s{step:g}-pt"
-        codec = FeatureCodec.from_spec(codec_spec, CodecCalibration.fit(calib, codec_spec))
+        codec_spec = args.template.format(f"{step:g}")
+        codec = FeatureCodec.from_spec(codec_spec)
+        if codec.spec.needs_calibration:
+            codec = FeatureCodec.from_spec(codec_spec, CodecCalibration.fit(calib, codec_spec))
         streams = [codec.encode(f) for f in evaluate]
         logits = run(tail, np.stack([codec.decode(s) for s in streams]))
         answer = logits.argmax(1)
@@ -188,6 +202,8 @@ def main() -> None:
         kept[step] = answer == reference
         margin[step] = margin_of(logits, answer)
         if args.cell_samples and step in args.coarse:
+            if codec.calibration is None:
+                parser.error("--cell-samples needs a calibrated quantizer (a -sX- template)")
             decoded = np.stack([codec.decode(s) for s in streams])
             cell_step = cell_steps(codec, decoded.shape[1])
             for spread in args.cell_spread:
@@ -216,8 +232,8 @@ def main() -> None:
                     "resend when unsure",
                     nbytes[coarse] + resend * nbytes[fine],
                     np.where(resend, kept[fine], kept[coarse]),
-                    coarse=f"s{coarse:g}",
-                    fine=f"s{fine:g}",
+                    coarse=label(coarse),
+                    fine=label(fine),
                     tau=tau,
                     resent=round(float(resend.mean()), 4),
                     coarse_answers=int((~resend).sum()),
@@ -228,7 +244,7 @@ def main() -> None:
         for fine in args.fine:
             for share in (0.1, 0.2, 0.3, 0.4):
                 count = int(round(share * len(score)))
-                entry = {"coarse": f"s{coarse:g}", "fine": f"s{fine:g}", "resent": share}
+                entry = {"coarse": label(coarse), "fine": label(fine), "resent": share}
                 for name, test in (("margin", margin[coarse]), (f"cell_{spread:g}", score)):
                     resend = np.zeros(len(test), dtype=bool)
                     resend[np.argsort(test, kind="stable")[:count]] = True
@@ -237,13 +253,14 @@ def main() -> None:
                 print(entry, flush=True)
                 ranking.append(entry)
     if args.plot:
-        plot(rows, args.cut, args.plot)
+        plot(rows, args.cut, args.template, args.plot)
     write_result(
         args.json,
         {
             "benchmark": "refine_gain",
             "machine": machine(),
             "cut": args.cut,
+            "template": args.template,
             "shape": list(evaluate.shape[1:]),
             "images": [args.first, args.first + args.images],
             "calib_images": args.calib_images,
