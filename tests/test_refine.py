@@ -130,3 +130,21 @@ def test_edge_cli_refine_with_the_shipped_pair(server, samples_dir, tmp_path: Pa
     assert f"codec {SHIPPED_COARSE}, unsure answers resent as {FINE} (margin 1)" in err
     assert main(argv[:8] + ["blocks.3", "--refine"]) == 1
     assert "no coarse codec ships for resending" in capsys.readouterr().err
+
+
+def test_refine_with_video_coders(server, lite0, frames):
+    """The lowest-rate pair measured (docs/codec.md): AV1 intra at two crf values, with no
+    calibration on either end."""
+    pytest.importorskip("av", reason="AV1 needs PyAV (pip install 'edgecloud[video]')")
+    coarse, fine = "q8-ct-av1-crf59", "q8-ct-av1-crf50"
+    coarse_alone = _answers(server, lite0, coarse, None, frames)
+    fine_alone = _answers(server, lite0, fine, None, frames)
+    refine = RefineConfig(fine, below=1.0)
+    with EdgeClient(server.endpoint, spec=lite0, cut=CUT, codec=coarse, refine=refine) as edge:
+        always = list(edge.stream(frames))
+    assert all(r.ok and r.refined and r.codec == fine for r in always)
+    assert [r.indices for r in always] == [r.indices for r in fine_alone]
+    assert [r.bytes_sent for r in always] == [
+        c.bytes_sent + f.bytes_sent for c, f in zip(coarse_alone, fine_alone)
+    ]
+    assert sum(c.bytes_sent for c in coarse_alone) < sum(f.bytes_sent for f in fine_alone)
