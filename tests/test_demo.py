@@ -66,3 +66,26 @@ def test_demo_video_streams_a_clip_against_per_frame_and_h264(tmp_path: Path):
     # the stream sends fewer bytes than the same codec frame by frame (same features)
     assert data["stream_bytes_per_frame"] < data["per_frame_bytes_per_frame"]
     assert data["h264_input_bytes_per_frame"] > 0 and "H.264 of the 224x224 input" in proc.stdout
+
+
+def test_demo_with_a_codec_calibration_file(tmp_path: Path, lite0, samples_dir):
+    """A codec without a shipped preset: refused before any daemon starts, naming the option;
+    with --codec-calibration both ends load the file."""
+    import torch
+
+    from edgecloud.codec import CodecCalibration
+    from edgecloud.experiments.sweep import SweepData
+    from edgecloud.partition import split
+
+    codec = "q4-ncc-crans-s4-pt"
+    proc = subprocess.run(cli_command("demo", "--codec", codec), capture_output=True, text=True)
+    assert proc.returncode == 1 and "--codec-calibration FILE" in proc.stderr
+    assert "cloud daemon listening" not in proc.stdout
+    images = SweepData.split(str(samples_dir), lite0, None, 16).calibration
+    with torch.inference_mode():
+        x = torch.stack([images[i][0] for i in range(len(images))])
+        features = split(lite0, "blocks")[0](x).numpy()
+    cal = CodecCalibration.fit(features, codec, model=lite0.name, weights=lite0.weights_id)
+    path = cal.save(tmp_path)
+    data, rows = _demo(tmp_path, "--codec", codec, "--codec-calibration", str(path))
+    assert data["codec"] == codec and all(r["bytes"] < 3000 for r in rows)

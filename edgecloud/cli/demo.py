@@ -45,6 +45,13 @@ def register(subparsers: Any) -> None:
         help="feature codec (default: the model's recommended codec at the cut, "
         "calibrated by a shipped preset)",
     )
+    p.add_argument(
+        "--codec-calibration",
+        default=None,
+        metavar="FILE",
+        help="codec calibration file, loaded by both ends (default: the shipped preset for "
+        "model, cut and codec)",
+    )
     add_data(
         p, default=None, old=["--images"], help="image folder to use instead of the sample photos"
     )
@@ -86,6 +93,17 @@ def jpeg_size(spec: Any, image: Any, quality: int) -> int:
     return len(buf.getvalue())
 
 
+def codec_calibration(args: argparse.Namespace, spec: Any) -> Any:
+    """``--codec-calibration``'s file, or the shipped preset the codec needs (None if it needs
+    none); raises a CalibrationError naming what to give instead."""
+    from edgecloud.codec import load_calibration_file
+    from edgecloud.edge.client import preset_for
+
+    if args.codec_calibration:
+        return load_calibration_file(args.codec_calibration)
+    return preset_for(spec, args.cut, args.codec)
+
+
 def run(args: argparse.Namespace) -> int:
     from edgecloud.cloud.process import DaemonProcess
     from edgecloud.models import model_record
@@ -103,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             args.cut,
             "--stats-interval",
             "3600",
+            *(["--codec-calibration", args.codec_calibration] if args.codec_calibration else []),
         ],
         verbose=getattr(args, "verbose", False),
     )
@@ -119,12 +138,15 @@ def _run(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     from edgecloud.edge import EdgeClient, iter_frames
     from edgecloud.models import load_model
 
-    spec = load_model(model_name(args))  # loads while the daemon starts
+    spec = load_model(model_name(args))
+    calibration = codec_calibration(args, spec)  # a codec the demo cannot run stops here
     frames = list(iter_frames(args.data, args.limit or 8)) if args.data else list(sample_photos())
     endpoint = daemon.start()
     print(f"cloud daemon listening on {endpoint} (child process {daemon.pid})")
     rows: List[Dict[str, Any]] = []
-    with EdgeClient(endpoint, spec=spec, cut=args.cut, codec=args.codec, timeout_s=30) as edge:
+    with EdgeClient(
+        endpoint, spec=spec, cut=args.cut, codec=args.codec, calibration=calibration, timeout_s=30
+    ) as edge:
         edge.connect()
         edge.warm_up()
         for result, (_name, image) in zip(edge.stream(frames), frames):
@@ -226,6 +248,7 @@ def _run_video(args: argparse.Namespace, daemon: DaemonProcess) -> int:
     from edgecloud.models import load_model
 
     spec = load_model(model_name(args))
+    calibration = codec_calibration(args, spec)
     path = Path(args.video) if Path(args.video).is_file() else bundled_clip(args.video)
     frames = read_clip(path, limit=args.limit or DEMO_FRAMES)
     endpoint = daemon.start()
@@ -234,7 +257,8 @@ def _run_video(args: argparse.Namespace, daemon: DaemonProcess) -> int:
           f"codec {args.codec}, a keyframe every 30 frames")  # fmt: skip
     results = []
     with EdgeClient(endpoint, spec=spec, cut=args.cut, codec=args.codec, timeout_s=30,
-                    stream_id="demo", keyframe_interval=30) as edge:  # fmt: skip
+                    calibration=calibration, stream_id="demo",
+                    keyframe_interval=30) as edge:  # fmt: skip
         edge.connect()
         named = [(f"{path.name}#{i:04d}", image) for i, image in enumerate(frames)]
         for result in edge.stream(named):
