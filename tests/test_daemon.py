@@ -275,6 +275,8 @@ def test_config_file(tmp_path: Path):
         config_from_dict({"batching": {"max_batch_size": 0}})
     with pytest.raises(ConfigError, match="wait_when_idle must be true or false"):
         config_from_dict({"batching": {"wait_when_idle": "yes"}})
+    with pytest.raises(ConfigError, match="admission.fair_batch_share must be true or false"):
+        config_from_dict({"admission": {"fair_batch_share": 1}})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
     (tmp_path / "bad.toml").write_text("bind = [")

@@ -24,7 +24,7 @@ import zmq
 from PIL import Image
 
 from edgecloud.cloud import BatchingConfig, CloudServer, ServerConfig, TailRegistry
-from edgecloud.cloud.admission import Admission
+from edgecloud.cloud.admission import ACTIVE_S, Admission
 from edgecloud.cloud.config import AdmissionConfig
 from edgecloud.cloud.metrics import sample_value
 from edgecloud.cloud.ratelog import RateLimitedLog
@@ -330,6 +330,41 @@ def test_fair_queue_takes_clients_in_turn_and_bounds_bytes():
     for i in range(5):
         book.put((b"c", str(i)), Reply(id=str(i)), 100)
     assert len(book) == 2 and book.bytes == 200 and book.get((b"c", "4")) is not None
+
+
+def test_fair_batch_share_keeps_a_backlog_from_filling_batches():
+    """With ``fair_batch_share``, a client's share of a batch is the batch size over the
+    clients active in the last second: a backlog of one of 4 clients fills 2 of 8 places,
+    the rest stay queued for the next batches (whole again once the others are gone)."""
+    config = AdmissionConfig(max_inflight_per_client=100, fair_batch_share=True)
+    admission = Admission(config, 100, 8, 1)
+    now = time.perf_counter()
+    for i in range(12):
+        admission.admit(b"flood", "k", ("flood", i), 1)
+    for client in ("a", "b", "c"):
+        admission.admit(client.encode(), "k", (client, 0), 1)
+    _key, batch = admission.next_batch(now, flush=True)
+    assert sorted(q.item for q in batch) == [
+        ("a", 0), ("b", 0), ("c", 0), ("flood", 0), ("flood", 1)
+    ]  # fmt: skip
+    for client in (b"a", b"b", b"c"):
+        admission.release(client)
+    _key, batch = admission.next_batch(now, flush=True)  # a, b, c still active: 2 again
+    assert [q.item for q in batch] == [("flood", 2), ("flood", 3)]
+    later = now + ACTIVE_S + 0.1  # a, b, c went quiet: the backlog may fill batches again
+    _key, batch = admission.next_batch(later, flush=True)
+    assert [q.item for q in batch] == [("flood", i) for i in range(4, 12)]
+    from edgecloud.cli import build_parser
+    from edgecloud.cli.serve import build_config
+
+    flags = build_parser().parse_args(["serve", "--fair-batch-share"])
+    assert build_config(flags).admission.fair_batch_share is True
+    assert build_config(build_parser().parse_args(["serve"])).admission.fair_batch_share is False
+    off = Admission(AdmissionConfig(max_inflight_per_client=100), 100, 8, 1)
+    for i in range(12):
+        off.admit(b"flood", "k", i, 1)
+    off.admit(b"a", "k", "a", 1)
+    assert len(off.next_batch(now, flush=True)[1]) == 8  # default: batches fill
 
 
 # -- shutdown -----------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def register(subparsers: Any) -> None:
         help="requests/s per client, beyond: rate_limited (default 0: unlimited)",
     )
     p.add_argument(
+        "--fair-batch-share",
+        action="store_const",
+        const=True,
+        default=None,
+        help="a client fills at most its share of a batch (the batch size over the clients "
+        "active in the last second), so that one client's backlog does not fill every batch "
+        "(default: off, batches fill from every client in turn)",
+    )
+    p.add_argument(
         "--request-timeout",
         type=positive_float,
         default=None,
@@ -253,6 +262,7 @@ def build_config(args: argparse.Namespace):
                 "queue_bytes": args.queue_bytes,
                 "max_inflight_per_client": args.max_inflight_per_client,
                 "rate_per_client": args.rate_per_client,
+                "fair_batch_share": args.fair_batch_share,
             },
         ),
     ]

@@ -31,6 +31,9 @@ from edgecloud.transport.protocol import BadRequest, ErrorCode
 
 ClientKey = bytes
 
+#: a client counts as active for ``fair_batch_share`` this long after its last request
+ACTIVE_S = 1.0
+
 
 @dataclass
 class Queued:
@@ -77,13 +80,19 @@ class _KeyQueue:
         queue.append(entry)
         self.count += 1
 
-    def take(self, n: int) -> List[Queued]:
-        """Up to ``n`` requests, one per client in turn; clients served move to the back."""
+    def take(self, n: int, share: int) -> List[Queued]:
+        """Up to ``n`` requests, one per client in turn and at most ``share`` of any one
+        client; clients served move to the back."""
         out: List[Queued] = []
-        while len(out) < n and self.clients:
-            for client in list(self.clients):
+        taken: Dict[ClientKey, int] = {}
+        while len(out) < n:
+            open_clients = [c for c in self.clients if taken.get(c, 0) < share]
+            if not open_clients:
+                break
+            for client in open_clients:
                 queue = self.clients[client]
                 out.append(queue.popleft())
+                taken[client] = taken.get(client, 0) + 1
                 if queue:
                     self.clients.move_to_end(client)
                 else:
@@ -111,6 +120,7 @@ class Admission:
         self._keys: Dict[Hashable, _KeyQueue] = {}
         self._inflight: Dict[ClientKey, int] = {}
         self._buckets: Dict[ClientKey, _TokenBucket] = {}
+        self._seen: Dict[ClientKey, float] = {}  # client -> when it last had a request admitted
         self.queued = 0
         self.queued_bytes = 0
 
@@ -146,7 +156,9 @@ class Admission:
         queue = self._keys.get(key)
         if queue is None:
             queue = self._keys[key] = _KeyQueue()
-        queue.push(Queued(client, key, item, nbytes))
+        entry = Queued(client, key, item, nbytes)
+        queue.push(entry)
+        self._seen[client] = entry.enqueued
         self._inflight[client] = self._inflight.get(client, 0) + 1
         self.queued += 1
         self.queued_bytes += nbytes
@@ -186,12 +198,23 @@ class Admission:
         if best is None:
             return None
         key = best[1]
-        batch = self._keys[key].take(self.max_batch_size)
+        batch = self._keys[key].take(self.max_batch_size, self._share(now))
         if not self._keys[key].count:
             del self._keys[key]
         self.queued -= len(batch)
         self.queued_bytes -= sum(entry.nbytes for entry in batch)
         return key, batch
+
+    def _share(self, now: float) -> int:
+        """Most requests of one client in a batch: with ``fair_batch_share``, the batch size
+        over the clients active in the last ``ACTIVE_S`` (so that one client's backlog does
+        not fill every batch while others send), else the batch size."""
+        if not self.limits.fair_batch_share:
+            return self.max_batch_size
+        stale = [c for c, t in self._seen.items() if now - t > ACTIVE_S and c not in self._inflight]
+        for client in stale:
+            del self._seen[client]
+        return max(1, -(-self.max_batch_size // max(1, len(self._seen))))
 
     def next_deadline(self) -> Optional[float]:
         """perf_counter time at which the next not-yet-full batch falls due (None if empty)."""
@@ -202,7 +225,7 @@ class Admission:
         """Remove and return every queued request (at shutdown)."""
         out: List[Queued] = []
         for queue in self._keys.values():
-            out.extend(queue.take(queue.count))
+            out.extend(queue.take(queue.count, queue.count))
         self._keys.clear()
         self.queued = self.queued_bytes = 0
         return out

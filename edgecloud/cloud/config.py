@@ -35,6 +35,7 @@ Example ``serve.toml``::
     queue_bytes = 67108864         # payload bytes queued in all; beyond: "queue_full"
     rate_per_client = 0.0          # requests/s per client, 0 = unlimited; beyond: "rate_limited"
     rate_burst = 64                # token-bucket size of the rate limit
+    fair_batch_share = false       # true: a client fills at most max_batch_size / active clients
 
     [[models]]
     name = "efficientnet_lite0"
@@ -89,6 +90,7 @@ class AdmissionConfig:
     queue_bytes: int = 64 * 1024 * 1024
     rate_per_client: float = 0.0  # requests/s, 0 = unlimited
     rate_burst: int = 64
+    fair_batch_share: bool = False  # a client's share of a batch: batch size / active clients
 
 
 @dataclass
@@ -128,10 +130,12 @@ class ServerConfig:
             raise ConfigError("batching.max_batch_size and batching.queue_size must be >= 1")
         if b.max_queue_delay_ms < 0 or b.request_timeout_s <= 0:
             raise ConfigError("max_queue_delay_ms must be >= 0 and request_timeout_s > 0")
-        if not isinstance(b.wait_when_idle, bool):
-            raise ConfigError(
-                f"batching.wait_when_idle must be true or false, not {b.wait_when_idle!r}"
-            )
+        for table, name, value in (
+            ("batching", "wait_when_idle", b.wait_when_idle),
+            ("admission", "fair_batch_share", self.admission.fair_batch_share),
+        ):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{table}.{name} must be true or false, not {value!r}")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
         if self.decode_workers < -1:

@@ -193,8 +193,8 @@ class CloudServer:
             "event=listening endpoint=%s executor=%s device=%s precision=%s decode_workers=%d "
             "max_batch_size=%d max_queue_delay_ms=%g wait_when_idle=%s queue_size=%d "
             "queue_bytes=%d "
-            "max_inflight_per_client=%d rate_per_client=%g max_message_bytes=%d "
-            "drain_timeout_s=%g",
+            "max_inflight_per_client=%d rate_per_client=%g fair_batch_share=%s "
+            "max_message_bytes=%d drain_timeout_s=%g",
             self.endpoint,
             config.executor,
             config.device,
@@ -207,6 +207,7 @@ class CloudServer:
             a.queue_bytes,
             a.max_inflight_per_client,
             a.rate_per_client,
+            str(a.fair_batch_share).lower(),
             self.max_message_bytes,
             config.drain_timeout_s,
         )
@@ -668,6 +669,7 @@ class CloudServer:
             "wait_when_idle": b.wait_when_idle,
             "max_inflight_per_client": a.max_inflight_per_client,
             "rate_per_client": a.rate_per_client,
+            "fair_batch_share": a.fair_batch_share,
             "decode_workers": self._pool.workers if self._pool is not None else 0,
             "calibrations": {
                 cal.id: {"spec": cal.spec, "hash": cal.hash[:16], **_calibration_scope(cal)}
