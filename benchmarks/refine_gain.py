@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from common import DATA, RESULTS, machine, write_result
 
-from edgecloud.codec import CodecCalibration, FeatureCodec
+from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
 from edgecloud.datasets import ImageFolder
 from edgecloud.experiments.stats import bootstrap_ci
 from edgecloud.models import load_model
@@ -192,9 +192,12 @@ def main() -> None:
 
     for step in args.steps:
         codec_spec = args.template.format(f"{step:g}")
-        codec = FeatureCodec.from_spec(codec_spec)
-        if codec.spec.needs_calibration:
-            codec = FeatureCodec.from_spec(codec_spec, CodecCalibration.fit(calib, codec_spec))
+        calibration = (
+            CodecCalibration.fit(calib, codec_spec)
+            if parse_spec(codec_spec).needs_calibration
+            else None
+        )
+        codec = FeatureCodec.from_spec(codec_spec, calibration)
         streams = [codec.encode(f) for f in evaluate]
         logits = run(tail, np.stack([codec.decode(s) for s in streams]))
         answer = logits.argmax(1)
