@@ -158,7 +158,8 @@ class Admission:
             queue = self._keys[key] = _KeyQueue()
         entry = Queued(client, key, item, nbytes)
         queue.push(entry)
-        self._seen[client] = entry.enqueued
+        if self.limits.fair_batch_share:  # (pruned in _share)
+            self._seen[client] = entry.enqueued
         self._inflight[client] = self._inflight.get(client, 0) + 1
         self.queued += 1
         self.queued_bytes += nbytes
