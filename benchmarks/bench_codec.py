@@ -44,6 +44,10 @@ CODECS = [
     "q2-ncc-rans",
     "q4-ncc-rans-s2.5-pt",
     "q4-ncc-crans-s2.5-pt",
+    "q8-ct-h264-qp44",
+    "q8-ct-av1-crf59",
+    "q8-ct-av1-crf53",
+    "q8-ct-av1-crf50",
 ]
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
 
