@@ -37,6 +37,8 @@ SPECS = [
     "q8-ncc-webp",
     "q8-ct-jpeg80",
     "q4-ncc-crans-s2.5-pt",
+    "q8-ct-h264-qp44",  # video coders (PyAV): the low-rate codecs of docs/codec.md
+    "q8-ct-av1-crf53",
 ]
 #: peak bytes a decode may allocate: the decoded float32 tensor, its work arrays and slack
 BUDGET = 64 * 4 * int(np.prod(SHAPE)) + (1 << 20)

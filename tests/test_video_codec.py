@@ -3,6 +3,7 @@ damaged payloads."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -184,3 +185,19 @@ def test_hardware_encoders_are_chosen_by_name_and_refused_clearly(monkeypatch, f
     monkeypatch.setenv(ENCODERS_ENV, "h264=h264_nvenc")
     with pytest.raises(CodecSpecError, match="8-bit"):
         FeatureCodec.from_spec("q10-ct-h264").encode(f)
+
+
+def test_damaged_payloads_leave_no_libav_log_lines(features, capfd, caplog):
+    """A daemon fed garbage video answers corrupt_bitstream; libav's own line per bad
+    macroblock would reach its log unthrottled, so libav logs fatal errors only."""
+    stream = FeatureCodec.from_spec("q8-ct-h264-qp44").encode(features["features"][0])
+    header, payload = bitstream.unpack(stream)
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        damaged = bytearray(payload)
+        for position in rng.integers(0, len(damaged), 8):
+            damaged[position] ^= 0xFF
+        with contextlib.suppress(BitstreamError):
+            decode_bitstream(bitstream.pack(header, bytes(damaged)))
+    assert "decoding MB" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.name.startswith("libav")]

@@ -472,5 +472,7 @@ def _av():
         raise CodecSpecError(
             "video coders need PyAV: pip install 'edgecloud[video]' (or pip install av)"
         ) from exc
-    av.logging.set_level(av.logging.ERROR)
+    # a damaged payload is a BitstreamError; libav's own line per bad frame would reach the
+    # daemon's log unthrottled (a flood of garbage video = a flood of log lines)
+    av.logging.set_level(av.logging.FATAL)
     return av
