@@ -29,7 +29,7 @@ from edgecloud.transport import Request, make_dealer, pack_request, unpack_reply
 
 CUT = "blocks"
 SPECS = ["raw", "f16-zstd", "q8-ncc-zstd", "q4-ncc-lz4", "q8-ct-png", "q8-ct-webp90",
-         "q4-ncc-crans-s2.5-pt"]  # fmt: skip
+         "q4-ncc-crans-s2.5-pt", "q8-ct-h264-qp44", "q8-ct-av1-crf53"]  # fmt: skip
 
 
 class Generator:
