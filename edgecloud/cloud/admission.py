@@ -14,7 +14,9 @@ Limits come from :class:`~edgecloud.cloud.config.AdmissionConfig` (``[admission]
 Batches are formed like Triton's dynamic batcher (a batch of one (model, cut) leaves when
 ``max_batch_size`` requests wait or its oldest has waited ``max_queue_delay_s``), but requests
 are taken **round-robin across clients**, so one client's backlog never delays another's
-requests by more than one request per batch.
+requests by more than one request per batch. With ``fair_batch_share`` a client also fills at
+most ``ceil(max_batch_size / active clients)`` places of a batch (active: a request admitted
+in the last ``ACTIVE_S``), so a backlog does not keep every batch full while others send.
 
 Used by the I/O thread only: no locks.
 """
