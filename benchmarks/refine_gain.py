@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from common import DATA, RESULTS, machine, write_result
 
-from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec
+from edgecloud.codec import CodecCalibration, FeatureCodec, parse_spec, quantizer
 from edgecloud.datasets import ImageFolder
 from edgecloud.experiments.stats import bootstrap_ci
 from edgecloud.models import load_model
@@ -60,8 +60,8 @@ def margin_of(logits: np.ndarray, answer: np.ndarray) -> np.ndarray:
 def cell_steps(codec: FeatureCodec, channels: int) -> np.ndarray:
     """The quantization step of each channel, shaped to broadcast over (N, C, H, W)."""
     cal = codec.calibration
-    step = (cal.hi - cal.lo) / np.float32((1 << codec.spec.bits) - 1)
-    return np.broadcast_to(step, (channels,)).reshape(1, channels, 1, 1).astype(np.float32)
+    step = quantizer.step_size(cal.lo, cal.hi, codec.spec.bits)
+    return np.broadcast_to(step, (channels,)).reshape(1, channels, 1, 1)
 
 
 def noise(rng: np.random.Generator, x: np.ndarray, step: np.ndarray, spread: float) -> np.ndarray:

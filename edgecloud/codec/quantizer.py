@@ -21,7 +21,7 @@ def symbol_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
 
-def _step(lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
+def step_size(lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
     """float32 step per range (float32 arithmetic throughout: IEEE, the same everywhere)."""
     step = (np.asarray(hi, np.float32) - np.asarray(lo, np.float32)) / np.float32((1 << bits) - 1)
     return np.where(step > 0, step, np.float32(1.0)).astype(np.float32)
@@ -30,7 +30,7 @@ def _step(lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
 def quantize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
     """``x`` (N, C, S) float -> symbols (N, C, S) in ``0 .. 2**bits - 1``."""
     lo3 = np.asarray(lo, np.float32)[None, :, None]
-    step3 = _step(lo, hi, bits)[None, :, None]
+    step3 = step_size(lo, hi, bits)[None, :, None]
     q = np.rint((np.asarray(x, np.float32) - lo3) / step3)
     return np.clip(q, 0, (1 << bits) - 1).astype(symbol_dtype(bits))
 
@@ -38,7 +38,7 @@ def quantize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.nda
 def dequantize(sym: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
     """Symbols (N, C, S) -> float32 reconstruction."""
     lo3 = np.asarray(lo, np.float32)[None, :, None]
-    return lo3 + sym.astype(np.float32) * _step(lo, hi, bits)[None, :, None]
+    return lo3 + sym.astype(np.float32) * step_size(lo, hi, bits)[None, :, None]
 
 
 def _channels(x: np.ndarray, scope: str) -> np.ndarray:
