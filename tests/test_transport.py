@@ -86,6 +86,23 @@ def test_malformed_requests_are_rejected_with_a_code(frames, code):
     assert isinstance(info.value, ProtocolError) and str(info.value)
 
 
+def test_reply_headers_refuse_non_finite_numbers_and_take_numpy_scalars():
+    for scores in ([0.5, float("nan")], [np.float32("inf")]):
+        with pytest.raises(ValueError):
+            pack_reply(Reply(id="r", scores=scores))
+    stats = {"uptime_s": np.float64(1.5), "queued": np.int64(3), "http": None}
+    header = pack_reply(Reply(id="r", scores=[np.float32(0.25)], info=stats))[0]
+    parsed = unpack_reply([header])
+    assert parsed.scores == [0.25] and parsed.info == {"uptime_s": 1.5, "queued": 3, "http": None}
+
+
+@pytest.mark.parametrize("header", [b'{"v": 1, "id": NaN}', b'{"v": 1, "id": "\xff"}', b"\xff{}"])
+def test_headers_that_are_not_strict_utf8_json_are_malformed(header):
+    with pytest.raises(BadRequest) as info:
+        unpack_request([header])
+    assert info.value.code == ErrorCode.MALFORMED
+
+
 def test_malformed_reply_raises_protocol_error():
     with pytest.raises(ProtocolError):
         unpack_reply([b"not json"])

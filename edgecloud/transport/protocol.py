@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import orjson
 
 from edgecloud.errors import ProtocolError
 
@@ -140,8 +141,8 @@ def _load_json(frame: bytes, what: str) -> Dict[str, Any]:
     if raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
         raise BadRequest(ErrorCode.MALFORMED, f"{what} header is nested too deeply")
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        obj = orjson.loads(raw)  # validates UTF-8; NaN and Infinity are not JSON
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(ErrorCode.MALFORMED, f"{what} header is not UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BadRequest(
@@ -151,7 +152,23 @@ def _load_json(frame: bytes, what: str) -> Dict[str, Any]:
 
 
 def _dump_json(obj: Dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact JSON; ``ValueError`` for a non-finite number, ``TypeError`` for a value JSON
+    cannot hold."""
+    try:
+        data = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        data = b"null"
+    if b"null" in data:  # orjson writes NaN and Infinity as null: the standard library
+        # refuses them (and writes what orjson cannot, e.g. integer keys, or names the type)
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_numpy_scalar)
+        return text.encode("utf-8")
+    return data
+
+
+def _numpy_scalar(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def pack_request(request: Request, payload: bytes = b"") -> List[bytes]:
@@ -211,7 +228,7 @@ def request_id_of(frames: Sequence[Any]) -> str:
         raw = bytes(frames[0])
         if len(raw) > MAX_HEADER_BYTES or raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
             return ""
-        value = json.loads(raw.decode("utf-8")).get("id", "")
+        value = orjson.loads(raw).get("id", "")
         return value if isinstance(value, str) and len(value) <= 64 else ""
     except Exception:  # any malformed header: no id to answer with
         return ""
