@@ -90,3 +90,29 @@ def test_profile_columns_and_consistency(lite0):
         p.numel() for p in lite0.module.parameters()
     )
     assert all(p.head_ms > 0 and p.tail_ms > 0 for p in profiles)
+
+
+@pytest.mark.parametrize("cut", ["blocks.3", "blocks"])
+def test_folding_batch_norms_keeps_the_tail_on_real_images(lite0, sample_images, cut):
+    """Every BatchNorm after a convolution folds into it (timm's BatchNormAct2d keeps its
+    activation); the folded tail gives the same logits and answers on real images."""
+    from timm.layers import BatchNormAct2d
+
+    from edgecloud.partition.fold import fold_batch_norms
+
+    head, tail = split(lite0, cut)
+    folded = fold_batch_norms(tail)
+
+    def norms(module):
+        return [
+            m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm2d, BatchNormAct2d))
+        ]
+
+    assert norms(tail) and norms(folded) == []  # Lite0's all follow convolutions
+    assert tail is not folded
+    with torch.inference_mode():
+        feature = head(sample_images(32))
+        reference, result = tail(feature), folded(feature)
+    assert (reference - result).abs().max().item() < 1e-3 * reference.abs().max().item()
+    assert torch.equal(reference.argmax(1), result.argmax(1))
+    assert norms(tail), "the original tail is left as it was"

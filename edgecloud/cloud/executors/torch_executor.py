@@ -1,12 +1,15 @@
 """Tails in PyTorch on the daemon's device (CPU or CUDA), in fp32 or fp16.
 
-On CUDA each tail thread has its own stream, and the decode pool's shared-memory slots are
-page-locked (``cudaHostRegister``): the copy of a batch to the GPU is DMA straight from the
-slot the decode worker wrote, and runs while another thread's batch computes.
+BatchNorms are folded into the convolutions before them (eager PyTorch does not do it
+itself; ONNX Runtime and TensorRT do). On CUDA each tail thread has its own stream, and the
+decode pool's shared-memory slots are page-locked (``cudaHostRegister``): the copy of a batch
+to the GPU is DMA straight from the slot the decode worker wrote, and runs while another
+thread's batch computes.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any, Dict, List, Sequence
 
@@ -16,6 +19,7 @@ import torch
 from edgecloud.cloud.executors.base import TailExecutor
 from edgecloud.cloud.tails import TailEntry
 from edgecloud.errors import ConfigError
+from edgecloud.partition.fold import fold_batch_norms
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -38,13 +42,14 @@ class TorchExecutor(TailExecutor):
         self._pinned: List[int] = []
 
     def _tail(self, entry: TailEntry) -> torch.nn.Module:
-        """The tail of ``entry`` in this executor's precision and layout (made once)."""
+        """The tail of ``entry`` as it runs here (made once): BatchNorms folded into the
+        convolutions before them, in this executor's precision and layout."""
         tail = self._prepared.get(id(entry))
         if tail is None:
             tail = entry.tail
-            if self.precision == "fp16":
-                import copy
-
+            if isinstance(tail, torch.fx.GraphModule):
+                tail = fold_batch_norms(tail)
+            if self.precision == "fp16":  # a copy: the layers are shared with entry.tail
                 tail = copy.deepcopy(tail).to(self._dtype).to(memory_format=torch.channels_last)
             self._prepared[id(entry)] = tail
         return tail
