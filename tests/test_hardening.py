@@ -332,6 +332,22 @@ def test_fair_queue_takes_clients_in_turn_and_bounds_bytes():
     assert len(book) == 2 and book.bytes == 200 and book.get((b"c", "4")) is not None
 
 
+def test_rate_limit_allows_its_burst_then_refuses():
+    from edgecloud.cli import build_parser
+    from edgecloud.cli.serve import build_config
+
+    flags = build_parser().parse_args(["serve", "--rate-per-client", "0.01", "--rate-burst", "3"])
+    config = build_config(flags).admission
+    assert (config.rate_per_client, config.rate_burst) == (0.01, 3)
+    admission = Admission(config, 100, 4, 1)
+    for _ in range(3):  # the burst: at once, above the rate
+        admission.check(b"c", 1)
+    with pytest.raises(BadRequest, match="more than 0.01 requests/s") as refused:
+        admission.check(b"c", 1)
+    assert refused.value.code == ErrorCode.RATE_LIMITED
+    admission.check(b"other", 1)  # per client
+
+
 def test_fair_batch_share_keeps_a_backlog_from_filling_batches():
     """With ``fair_batch_share``, a client's share of a batch is the batch size over the
     clients active in the last second: a backlog of one of 4 clients fills 2 of 8 places,

@@ -79,6 +79,7 @@ VOCABULARY: Dict[str, str] = {
     "--queue-bytes": "payload bytes queued in all; beyond: queue_full",
     "--max-inflight-per-client": "requests a client may have queued or computing",
     "--rate-per-client": "requests/s per client (0: unlimited); beyond: rate_limited",
+    "--rate-burst": "token-bucket size of the per-client rate limit (requests at once)",
     "--fair-batch-share": "a client fills at most batch size / active clients of a batch",
     "--request-timeout": "seconds a request may wait before it is answered timeout",
     "--drain-timeout": "on SIGTERM, seconds to finish queued requests",

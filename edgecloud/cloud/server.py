@@ -66,9 +66,10 @@ FINAL_LINGER_MS = 500
 #: requests are refused for this long instead of computed for nobody
 STALL_S = 1.0
 #: messages the I/O thread handles before it looks at the other stages again; under a flood
-BURST, FLOOD_BURST = 256, 32
-#: a full burst with at least this fraction refused at once is a flood: reading pauses
-FLOOD_FRACTION = 0.75
+BURST, FLOOD_BURST = 256, 8
+#: a full burst with at least this fraction refused at once is a flood: reading pauses for
+#: the CPU time the burst took, at most FLOOD_PAUSE_MAX_S
+FLOOD_FRACTION, FLOOD_PAUSE_MAX_S = 0.75, 0.002
 #: where the OS has no pidfds, how often the I/O thread checks the decode workers
 REAP_INTERVAL_S = 0.2
 #: stopping, once drained: requests still waiting in libzmq's queues, or arriving until the
@@ -339,13 +340,16 @@ class CloudServer:
 
     def _read_burst(self) -> None:
         """Handle a burst of waiting messages. A full burst that was mostly refused (a
-        flood) pauses reading for as long as it took, and the next bursts are short, so
-        refusals take at most about half of this thread (and of the GIL the tail threads
-        need) while adding ~1 ms to others' requests: the flood waits in libzmq's queues
-        (libzmq reads the peers' queues in turn, so others' requests are not stuck behind
-        it) and meets its high-water mark, instead of taking the daemon's time."""
+        flood) pauses reading for the CPU time it took (at most FLOOD_PAUSE_MAX_S), and the
+        next bursts are short, so refusals take at most about half of this thread (and of
+        the GIL the tail threads need) while adding well under a millisecond to others'
+        requests: the flood waits in libzmq's queues (libzmq reads the peers' queues in
+        turn, so others' requests are not stuck behind it) and meets its high-water mark,
+        instead of taking the daemon's time. CPU time, not wall time: a burst stretched by
+        a garbage collection or by waiting for the GIL or a core must not stretch the pause
+        too (a wall-clock pause once doubled a 150 ms stall for every client)."""
         limit = FLOOD_BURST if self._flooded else BURST
-        started, refused = time.perf_counter(), self._refused
+        cpu_started, refused = time.thread_time(), self._refused
         for i in range(limit):
             message = self._front.receive()
             if message is None:
@@ -361,8 +365,8 @@ class CloudServer:
             self.stats.flood_pauses += 1
             if self._metrics is not None:
                 self._metrics.flood_pauses.inc()
-            now = time.perf_counter()
-            self._reading_paused_until = now + (now - started)
+            pause = min(FLOOD_PAUSE_MAX_S, time.thread_time() - cpu_started)
+            self._reading_paused_until = time.perf_counter() + pause
 
     def _answer_stragglers(self) -> None:
         """Stopping, with everything admitted answered: the requests still in libzmq's
