@@ -117,6 +117,27 @@ def abuser(endpoint: str, ident: Dict[str, str], payload: bytes, seconds: float,
     out.put(counts)
 
 
+class StallWatch(threading.Thread):
+    """Sleeps 5 ms at a time and notes every wake-up later than ``min_ms``: a stall of the
+    whole machine (a VM paused by its host, say), which no process can do anything about,
+    as against one of the daemon's."""
+
+    def __init__(self, min_ms: float = 50.0) -> None:
+        super().__init__(daemon=True)
+        self.min_ms, self.t0, self.stalls = min_ms, time.perf_counter(), []
+        self.running = True
+
+    def run(self) -> None:
+        last = time.perf_counter()
+        while self.running:
+            time.sleep(0.005)
+            now = time.perf_counter()
+            if (now - last) * 1000 > self.min_ms:
+                self.stalls.append({"at_s": round(last - self.t0, 3),
+                                    "ms": round((now - last) * 1000, 1)})  # fmt: skip
+            last = now
+
+
 def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, seconds: float,
           abuse: List[str], abuser_nice: int) -> Dict[str, Any]:  # fmt: skip
     endpoint = daemon.endpoint
@@ -140,7 +161,10 @@ def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, secon
     for p in procs:
         p.start()
     start.wait(180)
+    watch = StallWatch()
+    watch.start()
     results = [out.get(timeout=seconds + 180) for _ in procs]
+    watch.running = False
     for p in procs:
         p.join(30)
     records = [r for res in results if isinstance(res, list) for r in res]
@@ -180,6 +204,8 @@ def phase(daemon: DaemonProcess, ident, payloads, edges: int, rate: float, secon
                 key=lambda t: t["sent_s"],
             )
         ],  # fmt: skip
+        # wake-ups of a sleeping thread in this process later than 50 ms: the machine's stalls
+        "host_stalls": [w for w in watch.stalls if w["at_s"] <= seconds],
         "abuser_messages": abuse_counts,
     }
 

@@ -311,8 +311,11 @@ class CloudServer:
         try:
             while True:
                 stopping = self._stop_requested.is_set()
-                read = stopping or time.perf_counter() >= self._reading_paused_until
-                readable, watched = front.poll(self._poll_timeout_ms(), read=read)
+                # one clock reading for both: a pause that ends between two readings must
+                # not leave the ROUTER out of a poll that waits 200 ms (every client stalled)
+                now = time.perf_counter()
+                read = stopping or now >= self._reading_paused_until
+                readable, watched = front.poll(self._poll_timeout_ms(now), read=read)
                 if watched:
                     self._from_pool(watched)
                 self._collect_results()
@@ -322,13 +325,13 @@ class CloudServer:
                     self._answer_stragglers()
                     break
                 self._dispatch()
-                now = time.monotonic()
+                mono = time.monotonic()
                 no_pidfds = self._pool is not None and not self._pool.sentinels_supported
-                if no_pidfds and now >= next_reap:  # look for dead workers now and then
-                    next_reap = now + REAP_INTERVAL_S
+                if no_pidfds and mono >= next_reap:  # look for dead workers now and then
+                    next_reap = mono + REAP_INTERVAL_S
                     self._reap()
-                if now >= next_stats:
-                    next_stats = now + self.config.stats_interval_s
+                if mono >= next_stats:
+                    next_stats = mono + self.config.stats_interval_s
                     log.info("event=stats %s", json.dumps(self._stats()))
                 self._rejections.flush()
         except Exception:  # pragma: no cover - a bug in the loop itself; logged, then stop
@@ -397,8 +400,7 @@ class CloudServer:
         self._collect_results()
         self._dispatch()
 
-    def _poll_timeout_ms(self) -> int:
-        now = time.perf_counter()
+    def _poll_timeout_ms(self, now: float) -> int:
         deadline = self._admission.next_deadline()
         if deadline is None or not self._can_start_batch():
             deadline = now + 0.2
