@@ -40,6 +40,9 @@ def test_a_killed_daemon_loses_no_request(start_daemon, daemon_args, lite0, samp
     head = create_head_runner("torch", lite0, "blocks")  # shared by the edges' threads
     paths = sorted((samples_dir / "images").iterdir())[:FRAMES]
     answered = threading.Semaphore(0)
+    # the first quarter of the frames goes before the first daemon is frozen, the rest after:
+    # fast edges could otherwise be done before it is (nothing left to resend)
+    frozen = threading.Event()
     results: List[List[EdgeResult]] = [[] for _ in range(EDGES)]
     resent = [0] * EDGES
     endpoints = [first.endpoint, second.endpoint]
@@ -50,7 +53,9 @@ def test_a_killed_daemon_loses_no_request(start_daemon, daemon_args, lite0, samp
         ) as client:
             client.connect()
             futures = []
-            for path in paths:
+            for k, path in enumerate(paths):
+                if k == FRAMES // 4:
+                    assert frozen.wait(120)
                 futures.append(client.submit(path, name=path.name))
                 futures[-1].add_done_callback(lambda _f: answered.release())
             results[i] = [future.result() for future in futures]
@@ -63,8 +68,9 @@ def test_a_killed_daemon_loses_no_request(start_daemon, daemon_args, lite0, samp
         assert answered.acquire(timeout=120)
     assert requests_served(first.endpoint) > 0 and requests_served(second.endpoint) > 0
     # frozen first, so that requests routed to it are surely in flight when it dies (killed
-    # at once, it may have answered everything it had)
+    # at once, it may have answered everything it had); then the edges send the rest
     os.kill(first.pid, signal.SIGSTOP)
+    frozen.set()
     for _ in range(EDGES):  # the edges go on with the other daemon meanwhile
         assert answered.acquire(timeout=120)
     first.kill()
