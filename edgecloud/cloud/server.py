@@ -18,6 +18,7 @@ the tail threads decode too (one process, as on a small edge box).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import json
 import logging
@@ -695,6 +696,7 @@ class CloudServer:
             "reply_cache_entries": len(self._replies),
             "reply_cache_bytes": self._replies.bytes,
             "log_lines_suppressed": self._rejections.total_suppressed,
+            "gc_frozen_objects": gc.get_freeze_count(),  # > 0 under `edgecloud serve`
             **(self._pool.describe() if self._pool is not None else {}),
             **self._streams.describe(),
         }
