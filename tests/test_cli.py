@@ -89,6 +89,7 @@ MALFORMED = [
     (["edge", "--window", "0", "--data", "x"], "--window"),
     (["serve", "--max-batch-size", "0"], "--max-batch-size"),
     (["serve", "--rate-per-client", "-1"], "--rate-per-client"),
+    (["serve", "--rate-burst", "0"], "--rate-burst"),
     (["demo", "--jpeg-quality", "500"], "--jpeg-quality"),
     (["profile", "--repeat", "many"], "--repeat"),
     (["build", "--max-batch", "0"], "--max-batch"),
