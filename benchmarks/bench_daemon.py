@@ -235,6 +235,7 @@ def run_daemon(args, frames, codec: str, decode_workers: Optional[int]) -> Dict[
         daemon_process_cpu_us_per_image=round(own * per_image, 1),
         decode_workers_cpu_us_per_image=round(workers * per_image, 1),
         mean_batch_size=stats.get("mean_batch_size"),
+        daemon_stats=stats,
     )
     return result
 

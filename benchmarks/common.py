@@ -15,7 +15,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT / ".." / "shared" / "data" / "imagenet-samples"
+#: the shared ImageNet images; EDGECLOUD_BENCH_DATA points elsewhere (e.g. a copy carried to a
+#: device machine, where ``../shared`` does not travel)
+DATA = Path(
+    os.environ.get("EDGECLOUD_BENCH_DATA", ROOT / ".." / "shared" / "data" / "imagenet-samples")
+)
 
 
 def machine() -> Dict[str, Any]:
