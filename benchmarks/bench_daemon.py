@@ -6,7 +6,8 @@ real features of the shared ImageNet images. For each codec the same run measure
 
 - **daemon**: images/s, round-trip p50/p99, mean batch, and the CPU the daemon's process tree
   spent per image (/proc), less what decoding and the tail cost alone: the *overhead* of the
-  data plane (parsing, admission, hand-offs, replies);
+  data plane (parsing, admission, hand-offs, replies); and the CPU per image of each of its
+  threads (I/O, tails; from ``stats``);
 - **echo**: a bare pyzmq ROUTER that answers each request with a reply of the same size, with
   the same client processes (the transport's ceiling);
 - **decode**: every core decoding the same bitstreams (a process pool; and one core alone);
@@ -215,12 +216,14 @@ def run_daemon(args, frames, codec: str, decode_workers: Optional[int]) -> Dict[
     daemon = DaemonProcess(serve)
     endpoint = daemon.start()
     try:
+        from edgecloud.transport import FeatureClient, Request
+
         drive(endpoint, frames, 1, 4, 2.0)  # warm-up
+        with FeatureClient(endpoint) as c:
+            threads0 = c.request(Request(kind="stats")).info.get("thread_cpu_s", {})
         cpu0 = tree_cpu_seconds(daemon.pid)
         result = drive(endpoint, frames, args.clients, args.inflight, args.seconds)
         cpu1 = tree_cpu_seconds(daemon.pid)
-        from edgecloud.transport import FeatureClient, Request
-
         with FeatureClient(endpoint) as c:
             stats = c.request(Request(kind="stats")).info
     finally:
@@ -235,6 +238,11 @@ def run_daemon(args, frames, codec: str, decode_workers: Optional[int]) -> Dict[
         daemon_process_cpu_us_per_image=round(own * per_image, 1),
         decode_workers_cpu_us_per_image=round(workers * per_image, 1),
         mean_batch_size=stats.get("mean_batch_size"),
+        # which of the daemon's threads spends the CPU (the I/O thread holds the GIL longest)
+        thread_cpu_us_per_image={
+            role: round((seconds - threads0.get(role, 0.0)) * per_image, 1)
+            for role, seconds in stats.get("thread_cpu_s", {}).items()
+        },
         daemon_stats=stats,
     )
     return result

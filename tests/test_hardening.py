@@ -131,6 +131,7 @@ def test_flood_then_abrupt_close_leaves_the_daemon_alive(start_daemon, lite0, re
         # start-up objects are out of the collector's full passes (a pass over them stalled
         # every client for 100-200 ms)
         assert stats["gc_frozen_objects"] > 10_000
+        assert stats["thread_cpu_s"]["io"] > 0  # the I/O thread has read a flood
     finally:
         ctx.destroy(linger=0)
 

@@ -42,7 +42,7 @@ from edgecloud.cloud.front import Front, Incoming
 from edgecloud.cloud.metrics import HealthServer, Metrics
 from edgecloud.cloud.ratelog import RateLimitedLog
 from edgecloud.cloud.replies import ReplyBook
-from edgecloud.cloud.stats import ServerStats
+from edgecloud.cloud.stats import ServerStats, thread_cpu_seconds
 from edgecloud.cloud.streams import StreamStates
 from edgecloud.cloud.tails import TailRegistry
 from edgecloud.transport.protocol import (
@@ -697,6 +697,7 @@ class CloudServer:
             "reply_cache_bytes": self._replies.bytes,
             "log_lines_suppressed": self._rejections.total_suppressed,
             "gc_frozen_objects": gc.get_freeze_count(),  # > 0 under `edgecloud serve`
+            "thread_cpu_s": thread_cpu_seconds(self.thread_ids()),  # which thread limits
             **(self._pool.describe() if self._pool is not None else {}),
             **self._streams.describe(),
         }

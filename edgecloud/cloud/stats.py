@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Deque, Dict
+from pathlib import Path
+from typing import Any, Deque, Dict, Mapping
 
 import numpy as np
 
@@ -58,3 +60,17 @@ class ServerStats:
                 out["batches"] = len(self._batch_sizes)
                 out["mean_batch_size"] = round(float(np.mean(self._batch_sizes)), 3)
             return out
+
+
+def thread_cpu_seconds(native_ids: Mapping[str, int]) -> Dict[str, float]:
+    """User + system CPU seconds of this process's threads by role, from /proc (Linux; a
+    thread that has gone, or another OS, is left out)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: Dict[str, float] = {}
+    for role, tid in native_ids.items():
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[role] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+    return out
