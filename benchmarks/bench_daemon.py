@@ -187,14 +187,10 @@ def tail_ceiling(spec, args, batch: int) -> float:
 def tree_cpu_seconds(pid: int) -> Dict[str, float]:
     """User + system CPU seconds of a process (``daemon``) and of its living children
     (``children``: the decode workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
+    from edgecloud.cloud.stats import cpu_seconds
 
     def cpu(p: int) -> float:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / tick
+        return cpu_seconds(f"/proc/{p}/stat") or 0.0
 
     children = Path(f"/proc/{pid}/task/{pid}/children")
     kids = [int(p) for p in children.read_text().split()] if children.exists() else []

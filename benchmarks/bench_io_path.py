@@ -17,10 +17,8 @@ with the cores shared. Writes JSON.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import zmq
@@ -31,7 +29,7 @@ from edgecloud.cloud.config import AdmissionConfig
 from edgecloud.cloud.decode import precheck
 from edgecloud.cloud.front import Front
 from edgecloud.cloud.replies import ReplyBook
-from edgecloud.cloud.stats import ServerStats
+from edgecloud.cloud.stats import ServerStats, thread_cpu_seconds
 from edgecloud.codec import FeatureCodec
 from edgecloud.presets import preset_calibrations
 from edgecloud.transport import Request, make_dealer, pack_request
@@ -49,11 +47,6 @@ def per_item_us(run: Callable[[], None], items: int, repeat: int = 5) -> float:
         run()
         best = min(best, time.perf_counter() - start)
     return round(best / items * 1e6, 2)
-
-
-def thread_cpu_s(tid: int) -> float:
-    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def under_load(frames: List[List[bytes]], seconds: float = 8.0) -> Dict[str, Any]:
@@ -77,9 +70,9 @@ def under_load(frames: List[List[bytes]], seconds: float = 8.0) -> Dict[str, Any
         drive(server.endpoint, frames, 1, 4, 2.0)  # warm-up
         ids = server.thread_ids()
         threads = {"io": ids["io"], "tail": ids["tail-0"]}
-        before = {name: thread_cpu_s(tid) for name, tid in threads.items()}
+        before = thread_cpu_seconds(threads)
         result = drive(server.endpoint, frames, 4, 16, seconds)
-        after = {name: thread_cpu_s(tid) for name, tid in threads.items()}
+        after = thread_cpu_seconds(threads)
     per_image = 1e6 / max(1, result["answered"])
     out = {
         f"{name}_thread_cpu_us_per_image": round((after[name] - before[name]) * per_image, 1)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Deque, Dict, Mapping
+from typing import Any, Deque, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -62,15 +62,22 @@ class ServerStats:
             return out
 
 
+def cpu_seconds(stat_path: str) -> Optional[float]:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's);
+    None where it cannot be read (the process or thread has gone, or not Linux)."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu_seconds(native_ids: Mapping[str, int]) -> Dict[str, float]:
-    """User + system CPU seconds of this process's threads by role, from /proc (Linux; a
-    thread that has gone, or another OS, is left out)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    """CPU seconds of this process's threads by role (a thread that cannot be read is left
+    out)."""
     out: Dict[str, float] = {}
     for role, tid in native_ids.items():
-        try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[role] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+        seconds = cpu_seconds(f"/proc/self/task/{tid}/stat")
+        if seconds is not None:
+            out[role] = round(seconds, 2)
     return out
